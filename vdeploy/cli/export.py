@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+NAME = "export"
+HELP = "Export a model to a bundle (onnx, openvino, torchscript) and verify it against PyTorch."
+
+
+def add_arguments(p):
+    p.add_argument("model", help="config file (detectron2, centermask2, fast-reid, MMSegmentation) or torchvision:NAME")
+    p.add_argument("--weights", help="checkpoint (.pth, .pkl, .safetensors); random init when absent")
+    p.add_argument("--format", default="onnx", help="comma-separated: onnx,openvino,torchscript")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--input-size", help="fixed HxW input (letterbox for detectors)")
+    size.add_argument("--dynamic", action="store_true", help="dynamic height/width (the default for detectors)")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--slim", action="store_true", help="simplify the ONNX graph with onnxslim")
+    p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
+    p.add_argument("--images", nargs="*", default=[], help="photos to verify on (besides synthetic ones)")
+
+
+def run(args) -> int:
+    from ..export import export_bundle
+    from ..frameworks import build_model
+    from .common import expand_images, parse_list, parse_size
+
+    size = parse_size(args.input_size)
+    dm = build_model(args.model, args.weights, **({"input_size": size} if size else {}))
+    if args.dynamic and dm.input_size:
+        from ..errors import UserError
+
+        raise UserError(f"{args.model} only runs at a fixed size {dm.input_size}; --dynamic does not apply")
+    images = expand_images(args.images) if args.images else []
+    bundle = export_bundle(dm, args.out, parse_list(args.format), input_size=size, opset=args.opset,
+                           slim=args.slim, verify=not args.no_verify, verify_images=images)
+    print(f"bundle written: {bundle.path} ({', '.join(bundle.formats)})")
+    return 0

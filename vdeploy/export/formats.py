@@ -1,0 +1,117 @@
+"""Exporters, one function per format; each writes to a temporary name and renames on success."""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..models.base import DeployableModel
+from ..registry import Registry
+
+DEFAULT_OPSET = 17
+Exporter = Callable[..., list[str]]
+EXPORTERS: Registry[Exporter] = Registry("export format")
+
+
+@contextlib.contextmanager
+def _staged(path: Path):
+    """Yield a temporary path beside `path`; move it into place only when the block succeeds."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _args(dm: DeployableModel, inputs: dict[str, np.ndarray]) -> tuple:
+    return tuple(torch.from_numpy(inputs[i["name"]]) for i in dm.spec["inputs"])
+
+
+def _dynamic_axes(meta: dict) -> dict:
+    axes = {}
+    for t in meta["inputs"] + meta["outputs"]:
+        dyn = {i: d for i, d in enumerate(t.get("shape") or []) if isinstance(d, str)}
+        if dyn:
+            axes[t["name"]] = dyn
+    return axes
+
+
+@EXPORTERS.register("onnx")
+def export_onnx(dm: DeployableModel, meta: dict, inputs: dict, folder: Path, *, opset: int = DEFAULT_OPSET,
+                slim: bool = False, **_) -> list[str]:
+    import onnx
+
+    path = folder / "model.onnx"
+    with _staged(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(dm.module, _args(dm, inputs), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=[i["name"] for i in meta["inputs"]],
+                              output_names=[o["name"] for o in meta["outputs"]],
+                              dynamic_axes=_dynamic_axes(meta) or None, do_constant_folding=True)
+        model = onnx.load(str(tmp))
+        onnx.checker.check_model(model, full_check=True)
+        model = onnx.shape_inference.infer_shapes(model)
+        if slim:
+            import onnxslim
+
+            model = onnxslim.slim(model)
+            onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+    meta.setdefault("provenance", {}).update(opset=opset, onnx=onnx.__version__, onnx_slimmed=slim)
+    return ["model.onnx"]
+
+
+@EXPORTERS.register("torchscript")
+def export_torchscript(dm: DeployableModel, meta: dict, inputs: dict, folder: Path, **_) -> list[str]:
+    path = folder / "model.ts"
+    with _staged(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            try:
+                # Scripting keeps shape-dependent logic; tracing freezes it to the example's shape.
+                module = torch.jit.script(dm.module)
+                how = "script"
+            except Exception:
+                module = torch.jit.trace(dm.module, _args(dm, inputs), check_trace=False, strict=False)
+                how = "trace"
+        torch.jit.save(module, str(tmp))
+    meta.setdefault("provenance", {})["torchscript"] = how
+    return ["model.ts"]
+
+
+@EXPORTERS.register("openvino")
+def export_openvino(dm: DeployableModel, meta: dict, inputs: dict, folder: Path, *, onnx_path: Path | None = None,
+                    **kw) -> list[str]:
+    """OpenVINO IR converted from the ONNX graph (made on the side when onnx was not asked for)."""
+    import openvino as ov
+
+    side = None
+    if onnx_path is None or not onnx_path.exists():
+        side = folder / ".openvino-src"
+        side.mkdir(exist_ok=True)
+        export_onnx(dm, dict(meta, provenance={}), inputs, side, **kw)
+        onnx_path = side / "model.onnx"
+    try:
+        model = ov.convert_model(str(onnx_path))
+        # OpenVINO insists on a .xml name: stage in a hidden folder, then move both files.
+        stage = folder / ".openvino-partial"
+        stage.mkdir(exist_ok=True)
+        ov.save_model(model, str(stage / "model.xml"), compress_to_fp16=False)
+        os.replace(stage / "model.bin", folder / "model.bin")
+        os.replace(stage / "model.xml", folder / "model.xml")
+    finally:
+        import shutil
+
+        for d in (side, folder / ".openvino-partial"):
+            if d is not None:
+                shutil.rmtree(d, ignore_errors=True)
+    meta.setdefault("provenance", {})["openvino"] = ov.get_version()
+    return ["model.xml", "model.bin"]

@@ -1,0 +1,63 @@
+"""Model sources: turn what a user names on the command line into a DeployableModel.
+
+A source is `torchvision:NAME` or a framework config file. Each framework registers one
+`ModelSource` here; which one reads a file is decided from the file's content, never from
+its name.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..errors import UserError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    name: str
+    # claims(spec) -> True when this framework reads that spec (a path or `prefix:name`).
+    claims: Callable[[str], bool]
+    # build(spec, weights, **options) -> DeployableModel
+    build: Callable[..., "object"]
+
+
+SOURCES: Registry[ModelSource] = Registry("model source")
+
+# One line per framework; each module calls SOURCES.register(...) at import.
+_MODULES = (
+    "vdeploy.frameworks.torchvision_source",
+    "vdeploy.frameworks.detectron2",
+    "vdeploy.frameworks.centermask2",
+    "vdeploy.frameworks.fastreid",
+    "vdeploy.frameworks.mmseg",
+)
+
+
+def _load_all() -> None:
+    for mod in _MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            # A framework that is not written yet is simply absent; a missing dependency is a bug.
+            if e.name != mod:
+                raise
+
+
+def resolve(spec: str) -> ModelSource:
+    _load_all()
+    # centermask2 and fast-reid configs are detectron2-style YAML: more specific sources first.
+    order = ["torchvision", "centermask2", "fastreid", "mmseg", "detectron2"]
+    names = [n for n in order if n in SOURCES] + [n for n in SOURCES if n not in order]
+    for n in names:
+        src = SOURCES.get(n)
+        if src.claims(spec):
+            return src
+    raise UserError(f"cannot tell which framework {spec!r} belongs to: expected torchvision:NAME, "
+                    "a detectron2/centermask2/fast-reid YAML config or an MMSegmentation .py config")
+
+
+def build_model(spec: str, weights: Optional[str] = None, **options):
+    """Build the DeployableModel named by `spec` (config path or `torchvision:NAME`)."""
+    return resolve(spec).build(spec, weights, **options)

@@ -1,0 +1,168 @@
+"""RetinaNet (detectron2 semantics), inference only, written to trace into ONNX.
+
+The graph takes `images` (raw 0-255 pixels, already resized and padded by the host) and
+`im_info`, and returns detections in resized-image pixels before detectron2's
+`detector_postprocess`: boxes (not clipped: detectron2's RetinaNet leaves clipping to the
+post-processing), scores and 0-based classes.
+
+Everything that depends on the input size (anchor grids, per-level candidate counts) is
+computed from traced tensor shapes, so one export serves every image size.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from .box_ops import Box2BoxTransform
+from .registry import META_ARCHS
+
+
+class RetinaNetHead(nn.Module):
+    """Two parallel conv towers (classification, box regression) shared by every level.
+
+    Submodule names follow detectron2 (`cls_subnet.0/2/4/6`, `cls_score`, ...) so its
+    checkpoints load as they are.
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int, num_anchors: int,
+                 num_convs: int, prior_prob: float = 0.01):
+        super().__init__()
+        cls_layers: list[nn.Module] = []
+        box_layers: list[nn.Module] = []
+        for _ in range(num_convs):
+            cls_layers += [nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU()]
+            box_layers += [nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU()]
+        self.cls_subnet = nn.Sequential(*cls_layers)
+        self.bbox_subnet = nn.Sequential(*box_layers)
+        self.cls_score = nn.Conv2d(in_channels, num_anchors * num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
+        # Focal-loss prior: an untrained head starts out predicting `prior_prob` everywhere.
+        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        logits = [self.cls_score(self.cls_subnet(f)) for f in features]
+        deltas = [self.bbox_pred(self.bbox_subnet(f)) for f in features]
+        return logits, deltas
+
+
+class GridAnchors(nn.Module):
+    """detectron2's DefaultAnchorGenerator: per level, cell anchors (size-major, then aspect
+    ratio) centred on every grid point, ordered (y, x, anchor)."""
+
+    def __init__(self, *, sizes: Sequence[Sequence[float]],
+                 aspect_ratios: Sequence[Sequence[float]], strides: Sequence[int],
+                 offset: float = 0.0):
+        super().__init__()
+        if len(sizes) == 1:
+            sizes = list(sizes) * len(strides)
+        if len(aspect_ratios) == 1:
+            aspect_ratios = list(aspect_ratios) * len(strides)
+        if not (len(sizes) == len(aspect_ratios) == len(strides)):
+            raise ValueError("anchor sizes / aspect ratios / strides disagree in number of levels")
+        self.strides = [int(s) for s in strides]
+        self.offset = float(offset)
+        cells = [self._cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
+        self.num_anchors = [len(c) for c in cells]
+        for i, c in enumerate(cells):
+            self.register_buffer(f"cell_anchors_{i}", c, persistent=False)
+
+    @staticmethod
+    def _cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> Tensor:
+        # Computed in double precision Python floats, then rounded once to float32, as
+        # detectron2 does: the anchors must match it to the last bit.
+        rows = []
+        for size in sizes:
+            area = float(size) ** 2.0
+            for ratio in aspect_ratios:
+                w = math.sqrt(area / ratio)
+                h = ratio * w
+                rows.append([-w / 2.0, -h / 2.0, w / 2.0, h / 2.0])
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+        anchors = []
+        for i, (feature, stride) in enumerate(zip(features, self.strides)):
+            cell = getattr(self, f"cell_anchors_{i}")
+            height, width = feature.shape[-2], feature.shape[-1]
+            # arange over the traced grid size keeps the graph valid for any input size.
+            xs = torch.arange(width, dtype=torch.float32, device=cell.device) * stride
+            ys = torch.arange(height, dtype=torch.float32, device=cell.device) * stride
+            xs, ys = xs + self.offset * stride, ys + self.offset * stride
+            shift_y, shift_x = torch.meshgrid(ys, xs, indexing="ij")
+            shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
+            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
+            anchors.append((shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4))
+        return anchors
+
+
+def _capped(count, cap: int):
+    """min(count, cap) that stays a graph value when `count` is a traced shape."""
+    if isinstance(count, Tensor):
+        return torch.clamp(count, max=cap)
+    return min(count, cap)
+
+
+class RetinaNet(nn.Module):
+    def __init__(self, *, backbone: nn.Module, head: RetinaNetHead, anchors: GridAnchors,
+                 head_in_features: Sequence[str], num_classes: int,
+                 box_transform: Box2BoxTransform, pixel_mean: Sequence[float],
+                 pixel_std: Sequence[float], score_thresh: float = 0.05,
+                 topk_candidates: int = 1000, nms_thresh: float = 0.5,
+                 max_detections: int = 100):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.anchors = anchors
+        self.head_in_features = list(head_in_features)
+        self.num_classes = int(num_classes)
+        self.box_transform = box_transform
+        self.score_thresh = float(score_thresh)
+        self.topk_candidates = int(topk_candidates)
+        self.nms_thresh = float(nms_thresh)
+        self.max_detections = int(max_detections)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+    def features(self, images: Tensor) -> dict[str, Tensor]:
+        return self.backbone((images - self.pixel_mean) / self.pixel_std)
+
+    def forward(self, images: Tensor, im_info: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # im_info is part of the detectron2 graph contract; RetinaNet needs no valid-region
+        # information (detectron2 neither clips nor masks before post-processing).
+        del im_info
+        feats = self.features(images)
+        feats = [feats[name] for name in self.head_in_features]
+        logits, deltas = self.head(feats)
+        return self.detect(logits, deltas, self.anchors(feats))
+
+    def detect(self, logits: Sequence[Tensor], deltas: Sequence[Tensor],
+               anchors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Per level: best `topk_candidates` scores above the threshold, decoded; then
+        class-wise NMS over all levels. Batch of one image."""
+        boxes_all, scores_all, classes_all = [], [], []
+        for logit, delta, anchor in zip(logits, deltas, anchors):
+            # (1, A*K, H, W) -> flat (H, W, A, K) order, as detectron2's permute_to_N_HWA_K.
+            scores = logit[0].permute(1, 2, 0).reshape(-1).sigmoid()
+            delta = delta[0].permute(1, 2, 0).reshape(-1, 4)
+            # Top-k first, then the threshold: the same set, in the same (descending) order,
+            # as detectron2's threshold-then-top-k, without a data-dependent k.
+            top_scores, top_idx = scores.topk(_capped(scores.shape[0], self.topk_candidates))
+            keep = top_scores > self.score_thresh
+            top_scores, top_idx = top_scores[keep], top_idx[keep]
+            anchor_idx = torch.div(top_idx, self.num_classes, rounding_mode="floor")
+            boxes_all.append(self.box_transform.apply_deltas(delta[anchor_idx], anchor[anchor_idx]))
+            scores_all.append(top_scores)
+            classes_all.append(top_idx % self.num_classes)
+        boxes = torch.cat(boxes_all)
+        scores = torch.cat(scores_all)
+        classes = torch.cat(classes_all)
+        keep = torchvision.ops.batched_nms(boxes, scores, classes, self.nms_thresh)
+        keep = keep[: self.max_detections]
+        return boxes[keep], scores[keep], classes[keep]
+
+
+META_ARCHS.register("RetinaNet", RetinaNet)

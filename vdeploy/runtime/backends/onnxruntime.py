@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Backend, corrupt_model
+
+# Provider preference when the user asks for a GPU: TensorRT, then CUDA, then CPU.
+_DEVICE_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    format = "onnx"
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
+        opts.log_severity_level = 3
+        have = set(ort.get_available_providers())
+        providers = [p for p in _DEVICE_PROVIDERS.get(self.device, _DEVICE_PROVIDERS["cpu"]) if p in have]
+        path = self.model_path()
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise corrupt_model(path, e) from None
+        self._out = self.output_names
+
+    def _run(self, feed):
+        return self.session.run(self._out, feed)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from .base import Backend, corrupt_model
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    format = "openvino"
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def _load(self) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        # f32 explicitly: on CPUs with bf16/AMX OpenVINO would otherwise lower the precision.
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        path = self.model_path()
+        try:
+            model = core.read_model(str(path))
+            self.compiled = core.compile_model(model, self.options.get("ov_device", "CPU"), config)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses for bad files
+            raise corrupt_model(path, e) from None
+        self.request = self.compiled.create_infer_request()
+        self._outs = [self.compiled.output(n) for n in self.output_names]
+
+    def _run(self, feed):
+        res = self.request.infer(feed)
+        return [res[o] for o in self._outs]

@@ -1,0 +1,27 @@
+"""The result of one image, whatever the task."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class Prediction:
+    task: str
+    image_hw: tuple[int, int]
+    # detection / instance segmentation, in original-image pixels
+    boxes: Optional[np.ndarray] = None      # N x 4 float32, x1 y1 x2 y2
+    scores: Optional[np.ndarray] = None     # N float32
+    classes: Optional[np.ndarray] = None    # N int64, 0-based contiguous
+    masks: Optional[np.ndarray] = None      # N x H x W bool
+    # semantic segmentation
+    label_map: Optional[np.ndarray] = None  # H x W int32 class indices
+    # embedding
+    features: Optional[np.ndarray] = None   # D float32
+    # classification
+    probs: Optional[np.ndarray] = None      # K float32
+
+    def __len__(self) -> int:
+        return 0 if self.boxes is None else int(self.boxes.shape[0])

@@ -1,0 +1,47 @@
+"""Predictions -> files: COCO results JSON, PNG label maps, .npy embeddings, JSON classes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .prediction import Prediction
+
+
+def encode_rle(masks: np.ndarray) -> list[dict]:
+    """N x H x W bool -> COCO RLE dicts with string counts (pycocotools' encoding)."""
+    from pycocotools import mask as mask_util
+
+    if masks.shape[0] == 0:
+        return []
+    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    for r in rles:
+        r["counts"] = r["counts"].decode("ascii")
+    return rles
+
+
+def to_coco_results(pred: Prediction, file_name: str, classes: list[str] | None = None) -> list[dict]:
+    """COCO results format; `category_id` is the model's 0-based contiguous class index."""
+    out = []
+    rles = encode_rle(pred.masks) if pred.masks is not None else None
+    for i in range(len(pred)):
+        x1, y1, x2, y2 = (float(v) for v in pred.boxes[i])
+        c = int(pred.classes[i])
+        r = {"file_name": file_name, "category_id": c, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(pred.scores[i])}
+        if classes is not None and 0 <= c < len(classes):
+            r["category_name"] = classes[c]
+        if rles is not None:
+            r["segmentation"] = rles[i]
+        out.append(r)
+    return out
+
+
+def classification_result(pred: Prediction, file_name: str, classes: list[str], topk: int = 5) -> dict:
+    order = np.argsort(-pred.probs)[:topk]
+    return {"file_name": file_name,
+            "topk": [{"class_id": int(i), "class_name": classes[i] if i < len(classes) else str(i),
+                      "score": float(pred.probs[i])} for i in order]}
+
+
+def output_stem(file_name: str) -> str:
+    return Path(file_name).stem

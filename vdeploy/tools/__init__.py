@@ -1,0 +1,1 @@
+"""Developer tools behind the `vdeploy flops`, `plot-logs` and `convert-weights` commands."""
