@@ -37,28 +37,4 @@ def expand_images(items) -> list[Path]:
     return out
 
 
-def is_bundle(source: str) -> bool:
-    return (Path(source) / "deploy.json").is_file()
-
-
-def open_predictor(source: str, weights: str | None = None, backend: str | None = None, *, input_size=None,
-                   threads: int | None = None, device: str = "cpu"):
-    """A Predictor for a bundle folder or, through PyTorch, for a model spec."""
-    from ..runtime.predictor import Predictor
-
-    if is_bundle(source):
-        if weights:
-            raise UserError("--weights applies to a model spec, not to a bundle (its weights are inside)")
-        return Predictor(source, backend, threads=threads, device=device)
-    if Path(source).is_dir():
-        raise UserError(f"{source}: folder has no deploy.json; not a bundle")
-    if backend not in (None, "torch", "pytorch"):
-        raise UserError(f"backend {backend!r} needs a bundle; export {source} first (vdeploy export)")
-    from ..export.spec import in_memory_bundle
-    from ..export.torch_backend import TorchEagerBackend
-    from ..frameworks import build_model
-
-    options = {"input_size": input_size} if input_size else {}
-    dm = build_model(source, weights, **options)
-    bundle = in_memory_bundle(dm, input_size or dm.input_size)
-    return Predictor.from_backend(bundle, TorchEagerBackend(bundle, deployable=dm, threads=threads, device=device))
+from ..api import is_bundle, open_predictor  # noqa: E402,F401  (the commands' shared entry points)

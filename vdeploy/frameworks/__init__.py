@@ -32,6 +32,7 @@ _MODULES = (
     "vdeploy.frameworks.centermask2",
     "vdeploy.frameworks.fastreid",
     "vdeploy.frameworks.mmseg",
+    "vdeploy.frameworks.tiny_source",
 )
 
 

@@ -19,6 +19,12 @@ class Tolerance:
     atol: float = 1e-4
 
 
+# Per-output defaults where float32 error legitimately grows: mask probabilities are sampled by
+# RoIAlign at boxes that themselves differ by ~1e-2 px between engines, which moves them by up to
+# a few 1e-3 (they are thresholded at 0.5 afterwards).
+DEFAULT_TOLERANCES = {"mask_probs": Tolerance(1e-3, 1e-2)}
+
+
 @dataclass
 class OutputResult:
     name: str
@@ -90,7 +96,7 @@ def compare_detections(ref: dict, got: dict, tolerances: dict[str, Tolerance],
 
 
 def compare_outputs(ref: dict, got: dict, task: str, tolerances: dict[str, Tolerance] | None = None) -> list[OutputResult]:
-    tolerances = tolerances or {}
+    tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     if task in ("detection", "instance_segmentation"):
         return compare_detections(ref, got, tolerances)
     return [compare_dense(n, ref[n], got[n], tolerances.get(n, Tolerance())) for n in ref]

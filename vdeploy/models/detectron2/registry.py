@@ -1,10 +1,19 @@
-"""Registries of the detectron2 building blocks, filled by the modules that define them.
+"""Registries of detectron2 building blocks, keyed by detectron2's own config names.
 
-Each entry is a *builder* `fn(cfg: dict, input_shapes: dict[str, ShapeSpec]) -> nn.Module`
-living at the config edge (`vdeploy.frameworks.detectron2.build`), or a module class; the
-models themselves never read a config. Names are detectron2's config names
-(`MODEL.META_ARCHITECTURE`, `MODEL.ROI_HEADS.NAME`, `MODEL.PROPOSAL_GENERATOR.NAME`,
-`MODEL.BACKBONE.NAME`), so a config value looks its builder up directly.
+Every entry is a *builder*: a function of the plain config dict (`vdeploy.frameworks.detectron2.
+config.load_config`'s nested dict) that returns a module. Builders are config-edge code: they live
+in `vdeploy/frameworks/detectron2/` (see `build.py`), read the config and pass plain keyword
+arguments to the model classes of this package, which never see a config. Signatures:
+
+- `META_ARCHS[MODEL.META_ARCHITECTURE](cfg) -> nn.Module` with `forward(images, im_info)`
+  returning the tuple of outputs listed by the builder's spec (see `build.py`).
+- `BACKBONES[MODEL.BACKBONE.NAME](cfg, in_channels: int) -> nn.Module` with
+  `forward(x) -> dict[str, Tensor]`, `output_shape() -> dict[str, ShapeSpec]`, `size_divisibility`.
+- `PROPOSAL_GENERATORS[MODEL.PROPOSAL_GENERATOR.NAME](cfg, shapes: dict[str, ShapeSpec])
+  -> nn.Module` with `forward(features, image_hw) -> (boxes [P, 4], logits [P])`.
+- `ROI_HEADS[MODEL.ROI_HEADS.NAME](cfg, shapes: dict[str, ShapeSpec]) -> nn.Module` with
+  `forward(features, proposals [P, 4], image_hw [2]) -> (boxes, scores, classes[, mask_probs])`
+  and `mask_on: bool`.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .box_ops import Box2BoxTransform
-from .registry import META_ARCHS
+from .rpn import AnchorGenerator
 
 
 class RetinaNetHead(nn.Module):
@@ -49,56 +49,6 @@ class RetinaNetHead(nn.Module):
         return logits, deltas
 
 
-class GridAnchors(nn.Module):
-    """detectron2's DefaultAnchorGenerator: per level, cell anchors (size-major, then aspect
-    ratio) centred on every grid point, ordered (y, x, anchor)."""
-
-    def __init__(self, *, sizes: Sequence[Sequence[float]],
-                 aspect_ratios: Sequence[Sequence[float]], strides: Sequence[int],
-                 offset: float = 0.0):
-        super().__init__()
-        if len(sizes) == 1:
-            sizes = list(sizes) * len(strides)
-        if len(aspect_ratios) == 1:
-            aspect_ratios = list(aspect_ratios) * len(strides)
-        if not (len(sizes) == len(aspect_ratios) == len(strides)):
-            raise ValueError("anchor sizes / aspect ratios / strides disagree in number of levels")
-        self.strides = [int(s) for s in strides]
-        self.offset = float(offset)
-        cells = [self._cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
-        self.num_anchors = [len(c) for c in cells]
-        for i, c in enumerate(cells):
-            self.register_buffer(f"cell_anchors_{i}", c, persistent=False)
-
-    @staticmethod
-    def _cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> Tensor:
-        # Computed in double precision Python floats, then rounded once to float32, as
-        # detectron2 does: the anchors must match it to the last bit.
-        rows = []
-        for size in sizes:
-            area = float(size) ** 2.0
-            for ratio in aspect_ratios:
-                w = math.sqrt(area / ratio)
-                h = ratio * w
-                rows.append([-w / 2.0, -h / 2.0, w / 2.0, h / 2.0])
-        return torch.tensor(rows, dtype=torch.float32)
-
-    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
-        anchors = []
-        for i, (feature, stride) in enumerate(zip(features, self.strides)):
-            cell = getattr(self, f"cell_anchors_{i}")
-            height, width = feature.shape[-2], feature.shape[-1]
-            # arange over the traced grid size keeps the graph valid for any input size.
-            xs = torch.arange(width, dtype=torch.float32, device=cell.device) * stride
-            ys = torch.arange(height, dtype=torch.float32, device=cell.device) * stride
-            xs, ys = xs + self.offset * stride, ys + self.offset * stride
-            shift_y, shift_x = torch.meshgrid(ys, xs, indexing="ij")
-            shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
-            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
-            anchors.append((shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4))
-        return anchors
-
-
 def _capped(count, cap: int):
     """min(count, cap) that stays a graph value when `count` is a traced shape."""
     if isinstance(count, Tensor):
@@ -107,7 +57,7 @@ def _capped(count, cap: int):
 
 
 class RetinaNet(nn.Module):
-    def __init__(self, *, backbone: nn.Module, head: RetinaNetHead, anchors: GridAnchors,
+    def __init__(self, *, backbone: nn.Module, head: RetinaNetHead, anchors: AnchorGenerator,
                  head_in_features: Sequence[str], num_classes: int,
                  box_transform: Box2BoxTransform, pixel_mean: Sequence[float],
                  pixel_std: Sequence[float], score_thresh: float = 0.05,
@@ -164,5 +114,3 @@ class RetinaNet(nn.Module):
         keep = keep[: self.max_detections]
         return boxes[keep], scores[keep], classes[keep]
 
-
-META_ARCHS.register("RetinaNet", RetinaNet)

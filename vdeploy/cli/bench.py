@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+NAME = "bench"
+HELP = "Latency, throughput and memory of every backend of a bundle, PyTorch eager as the baseline."
+
+
+def add_arguments(p):
+    p.add_argument("source", help="bundle folder (or a model spec, run through PyTorch)")
+    p.add_argument("--backends", help="comma-separated (default: torch when installed, then every format in the bundle)")
+    p.add_argument("--batch", default="1", help="batch sizes, e.g. 1,2,4")
+    p.add_argument("--threads", type=int, help="intra-op threads per backend (default: all cores)")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--input-size", help="HxW of the images (default: the bundle's, or 800x1333 for detectors)")
+    p.add_argument("--mode", choices=("pure", "e2e"), default="pure")
+    p.add_argument("--images", nargs="*", default=[], help="photos for --mode e2e (default: synthetic)")
+    p.add_argument("--weights", help="checkpoint when SOURCE is a model spec")
+    p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    p.add_argument("--plot", metavar="FILE", help="write a bar chart PNG of latency per backend")
+
+
+def _default_backends(source: str) -> list[str]:
+    import importlib.util
+
+    from ..api import is_bundle
+    from ..runtime.backends import BACKEND_FORMAT
+    from ..runtime.bundle import load_bundle
+
+    if not is_bundle(source):
+        return ["torch"]
+    bundle = load_bundle(source)
+    names = ["torch"] if importlib.util.find_spec("torch") and bundle.meta.get("provenance", {}).get("source") else []
+    return names + [b for b, f in BACKEND_FORMAT.items() if f and f in bundle.formats]
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..runtime.bench import BenchConfig, run_bench
+    from ..runtime.bench_report import plot_rows, print_rows
+    from ..runtime.io import atomic_write_json
+    from .common import expand_images, parse_list, parse_size
+
+    try:
+        batches = [int(b) for b in parse_list(args.batch)]
+    except ValueError:
+        raise UserError(f"--batch must be integers like 1,2,4, got {args.batch!r}") from None
+    if args.iters < 1 or args.warmup < 0 or any(b < 1 for b in batches):
+        raise UserError("--iters and --batch must be at least 1, --warmup at least 0")
+    images = [str(p) for p in expand_images(args.images)] if args.images else []
+    backends = parse_list(args.backends) or _default_backends(args.source)
+    rows = []
+    for backend in backends:
+        for batch in batches:
+            cfg = BenchConfig(args.source, backend, batch, args.mode, args.iters, args.warmup, args.threads,
+                              parse_size(args.input_size), images, args.weights)
+            print(f"bench {backend} batch {batch} ({args.mode}) ...", flush=True)
+            rows.append(run_bench(cfg))
+    print_rows(rows)
+    if args.json:
+        atomic_write_json(args.json, rows)
+    if args.plot:
+        plot_rows(rows, args.plot)
+    return 0

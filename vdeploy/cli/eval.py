@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "eval"
+HELP = "Score every backend of a bundle on a dataset (COCO, semantic, Market-1501, ImageFolder), side by side."
+
+
+def add_arguments(p):
+    p.add_argument("source", help="bundle folder (or a model spec, scored through PyTorch)")
+    p.add_argument("--dataset", required=True, metavar="SPEC",
+                   help="COCO instances .json, or a folder: images/+labels/ (semantic), query/+bounding_box_test/ "
+                        "(Market-1501), class sub-folders (ImageFolder)")
+    p.add_argument("--backends", help="comma-separated, e.g. torch,onnxruntime,openvino "
+                                      "(default: every format in the bundle; torch for a model spec)")
+    p.add_argument("--out", metavar="DIR", help="keep predictions, report.md and report.json here; "
+                                                "a re-run with the same DIR resumes")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    p.add_argument("--format", dest="dataset_format", choices=("coco", "semantic", "market1501", "imagefolder"),
+                   help="dataset format (default: detected from SPEC)")
+    p.add_argument("--class-map", type=Path, metavar="FILE",
+                   help="JSON {model class name or index: dataset category id or name}")
+    p.add_argument("--images", type=Path, metavar="DIR", help="COCO: folder of the json's file_name entries")
+    p.add_argument("--ignore-index", type=int, default=255, help="semantic: label value not scored (255)")
+    p.add_argument("--label-transform", default="none", choices=("none", "cityscapes", "reduce_zero_label"),
+                   help="semantic: map Cityscapes label ids to train ids, or ADE20K's 0=other")
+    p.add_argument("--predictions", type=Path, action="append", default=[], metavar="FILE",
+                   help="also score saved predictions (from-bin results, predict output); repeatable")
+    p.add_argument("--weights", help="checkpoint for a model spec")
+    p.add_argument("--threads", type=int, help="backend threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..runtime.eval import DatasetOptions, build_report, check_task, evaluate, open_dataset, print_table, write_report
+    from .common import is_bundle, open_predictor, parse_list
+
+    if args.limit is not None and args.limit <= 0:
+        raise UserError("--limit must be a positive number of images")
+    options = DatasetOptions(class_map=args.class_map, images_dir=args.images, ignore_index=args.ignore_index,
+                             label_transform=args.label_transform)
+    dataset = open_dataset(args.dataset, args.dataset_format, options)
+    if is_bundle(args.source):
+        from ..runtime.backends import BACKEND_FORMAT
+        from ..runtime.bundle import load_bundle
+
+        bundle = load_bundle(args.source)
+        task, classes, model_id = bundle.task, bundle.classes, f"bundle:{bundle.meta['digest']}"
+        default = [b for b, f in BACKEND_FORMAT.items() if f in bundle.formats]
+    else:
+        probe = open_predictor(args.source, args.weights, "torch")
+        task, classes, model_id = probe.task, probe.classes, f"{args.source}|{args.weights}"
+        default = ["torch"]
+    check_task(dataset.format, task)
+    backends = parse_list(args.backends) or ([] if args.predictions else default)
+    if len(set(backends)) != len(backends):
+        raise UserError(f"--backends names a backend twice: {args.backends}")
+    if not backends and not args.predictions:
+        raise UserError("nothing to evaluate: give --backends or --predictions")
+
+    def make_predictor(name):
+        return open_predictor(args.source, args.weights, name, threads=args.threads)
+
+    out = Path(args.out) if args.out else None
+    results = evaluate(dataset, backends, make_predictor, model_id=model_id, classes=classes, out=out,
+                       limit=args.limit, predictions=args.predictions, progress=not args.no_progress)
+    report = build_report(results, args.source, dataset.describe(), args.limit)
+    print_table(report)
+    if out is not None:
+        write_report(report, out)
+        print(f"report: {out / 'report.md'}, {out / 'report.json'}")
+    return 0

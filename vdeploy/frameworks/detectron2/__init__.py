@@ -1,0 +1,53 @@
+"""detectron2 configs as a model source: GeneralizedRCNN (Faster/Mask R-CNN, cascade) and RetinaNet.
+
+A YAML file is claimed when its `_BASE_` chain is a detectron2 config: MODEL.META_ARCHITECTURE
+GeneralizedRCNN or RetinaNet and none of the keys that mark centermask2 or fast-reid configs
+(those detectron2-style frameworks are asked first, but the claim stands on its own).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import SOURCES, ModelSource
+
+META_ARCHITECTURES = ("GeneralizedRCNN", "RetinaNet")
+# MODEL sub-keys that only other detectron2-based frameworks define.
+FOREIGN_MODEL_KEYS = ("FCOS", "VOVNET", "MOBILENET", "MASKIOU_ON", "MASKIOU_LOSS_WEIGHT", "HEADS", "LOSSES",
+                      "BACKBONE.DEPTH", "BACKBONE.WITH_IBN")
+FOREIGN_NAMES = {"PROPOSAL_GENERATOR.NAME": ("FCOS",), "ROI_HEADS.NAME": ("CenterROIHeads",)}
+
+
+def _dig(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _claims(spec: str) -> bool:
+    path = Path(spec)
+    if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
+        return False
+    from ...errors import UserError
+    from .config import load_config
+
+    try:
+        cfg = load_config(str(path))
+    except UserError:
+        return False
+    model = cfg.get("MODEL") if isinstance(cfg, dict) else None
+    if not isinstance(model, dict) or model.get("META_ARCHITECTURE") not in META_ARCHITECTURES:
+        return False
+    if any(_dig(model, k) is not None for k in FOREIGN_MODEL_KEYS):
+        return False
+    return not any(_dig(model, k) in names for k, names in FOREIGN_NAMES.items())
+
+
+def _build(spec: str, weights=None, **options):
+    from .build import build
+
+    return build(spec, weights, **options)
+
+
+SOURCES.register("detectron2", ModelSource("detectron2", _claims, _build))

@@ -1,0 +1,173 @@
+"""fast-reid YAML configs -> a re-identification DeployableModel (no fast-reid installed).
+
+The config is read once here and turned into keyword arguments; the model code never sees it.
+Test-time preprocessing is fast-reid's deployment recipe: BGR -> RGB, `cv2.resize(INTER_CUBIC)`
+to `INPUT.SIZE_TEST`, normalisation with PIXEL_MEAN / PIXEL_STD inside the graph.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..errors import CheckpointError, ConfigError, UserError
+from . import SOURCES, ModelSource
+
+DEFAULTS = Path(__file__).with_name("fastreid_defaults.yaml")
+META_ARCHS = ("Baseline", "MGN", "MoCo", "Distiller")  # fast-reid's; only Baseline is built
+_HEAD_KEYS = {"NECK_FEAT", "WITH_BNNECK", "POOL_LAYER", "EMBEDDING_DIM"}
+_BACKBONE_KEYS = {"LAST_STRIDE", "WITH_IBN", "WITH_NL"}
+
+
+def _raw_model_sections(path: str, depth: int = 0) -> list[dict]:
+    """MODEL sections of a YAML file and of its `_BASE_` chain (nearest first), without defaults."""
+    if depth > 8 or os.path.getsize(path) > 1 << 20:
+        return []
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    if not isinstance(doc, dict):
+        return []
+    out = [doc["MODEL"]] if isinstance(doc.get("MODEL"), dict) else []
+    base = doc.get("_BASE_")
+    if isinstance(base, str):
+        out += _raw_model_sections(os.path.join(os.path.dirname(path), base), depth + 1)
+    return out
+
+
+def claims(spec: str) -> bool:
+    """A YAML file whose MODEL section (or its bases') is fast-reid's: Baseline-style meta-arch
+    or keys that only fast-reid has (MODEL.HEADS.NECK_FEAT, MODEL.BACKBONE.LAST_STRIDE, ...)."""
+    if not os.path.isfile(spec):
+        return False
+    try:
+        sections = _raw_model_sections(spec)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    for model in sections:
+        if model.get("META_ARCHITECTURE") in META_ARCHS:
+            return True
+        heads, backbone = model.get("HEADS"), model.get("BACKBONE")
+        if isinstance(heads, dict) and _HEAD_KEYS & set(heads):
+            return True
+        if isinstance(backbone, dict) and _BACKBONE_KEYS & set(backbone):
+            return True
+    return False
+
+
+def load_config(path: str) -> dict:
+    from ._fastreid_fallback import load_config as load_yaml  # TEMPORARY until detectron2.config lands
+
+    return load_yaml(path, base_defaults=str(DEFAULTS))
+
+
+def _get(cfg: dict, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"config has no {dotted}")
+        node = node[part]
+    return node
+
+
+def model_kwargs(cfg: dict) -> dict:
+    """The keyword arguments of `build_reid_model`, validated; ConfigError on what is unsupported."""
+    arch = _get(cfg, "MODEL.META_ARCHITECTURE")
+    if arch != "Baseline":
+        raise ConfigError(f"MODEL.META_ARCHITECTURE {arch!r} is not supported; only 'Baseline' is")
+    backbone = _get(cfg, "MODEL.BACKBONE.NAME")
+    if backbone != "build_resnet_backbone":
+        raise ConfigError(f"MODEL.BACKBONE.NAME {backbone!r} is not supported; only 'build_resnet_backbone' is")
+    head = _get(cfg, "MODEL.HEADS.NAME")
+    if head != "EmbeddingHead":
+        raise ConfigError(f"MODEL.HEADS.NAME {head!r} is not supported; only 'EmbeddingHead' is")
+    depth = str(_get(cfg, "MODEL.BACKBONE.DEPTH"))
+    try:
+        depth_n = int(depth.rstrip("x"))
+    except ValueError:
+        raise ConfigError(f"MODEL.BACKBONE.DEPTH {depth!r} is not a ResNet depth like '50x'") from None
+    size = _get(cfg, "INPUT.SIZE_TEST")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ConfigError(f"INPUT.SIZE_TEST must be [height, width], got {size!r}")
+    return {
+        "depth": depth_n,
+        "last_stride": int(_get(cfg, "MODEL.BACKBONE.LAST_STRIDE")),
+        "norm": _get(cfg, "MODEL.BACKBONE.NORM"),
+        "with_ibn": bool(_get(cfg, "MODEL.BACKBONE.WITH_IBN")),
+        "with_se": bool(_get(cfg, "MODEL.BACKBONE.WITH_SE")),
+        "with_nl": bool(_get(cfg, "MODEL.BACKBONE.WITH_NL")),
+        "feat_dim": int(_get(cfg, "MODEL.BACKBONE.FEAT_DIM")),
+        "embedding_dim": int(_get(cfg, "MODEL.HEADS.EMBEDDING_DIM")),
+        "pool": _get(cfg, "MODEL.HEADS.POOL_LAYER"),
+        "with_bnneck": bool(_get(cfg, "MODEL.HEADS.WITH_BNNECK")),
+        "head_norm": _get(cfg, "MODEL.HEADS.NORM"),
+        "pixel_mean": [float(v) for v in _get(cfg, "MODEL.PIXEL_MEAN")],
+        "pixel_std": [float(v) for v in _get(cfg, "MODEL.PIXEL_STD")],
+        "size_test": [int(v) for v in size],
+    }
+
+
+def build_reid_model(*, depth, last_stride, norm, with_ibn, with_se, with_nl, feat_dim, embedding_dim,
+                     pool, with_bnneck, head_norm, pixel_mean, pixel_std, **_):
+    from ..models.fastreid import EmbeddingHead, ReidBaseline, ResNet
+
+    try:
+        backbone = ResNet(depth, last_stride, norm, with_ibn, with_se, with_nl)
+        heads = EmbeddingHead(feat_dim, embedding_dim, pool, with_bnneck, head_norm)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return ReidBaseline(backbone, heads, pixel_mean, pixel_std).eval()
+
+
+def spec_for(kw: dict, out_dim: int) -> dict:
+    h, w = kw["size_test"]
+    return {
+        "task": "embedding",
+        "classes": [],
+        "inputs": [{"name": "images", "dtype": "float32", "layout": "NCHW", "color": "RGB",
+                    "shape": ["N", 3, h, w]}],
+        "preprocess": {
+            "resize": {"type": "fixed", "height": h, "width": w, "interp": "cv2_cubic"},
+            "normalize": {"mean": kw["pixel_mean"], "std": kw["pixel_std"], "where": "graph"},
+        },
+        "postprocess": {"type": "embedding"},
+        "outputs": [{"name": "features", "shape": ["N", out_dim],
+                     "meaning": "re-ID embedding (BNNeck output), not L2-normalised"}],
+    }
+
+
+# Parameters fast-reid keeps for training only: the classifier of the head.
+_TRAINING_ONLY = ("heads.weight", "heads.cls_layer.", "pixel_mean", "pixel_std")
+
+
+def load_weights(model, weights: str) -> dict:
+    from ._fastreid_fallback import load_checkpoint, load_into_module  # TEMPORARY
+
+    ckpt = load_checkpoint(weights)
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt.state_dict.items()}
+    report = load_into_module(model, sd)
+    if report.missing:
+        raise CheckpointError(f"{weights}: {len(report.missing)} weights of the model are missing, "
+                              f"e.g. {report.missing[0]}; is this checkpoint from this config?")
+    unexpected = [k for k in report.unexpected if not k.startswith(_TRAINING_ONLY)]
+    if unexpected:
+        raise CheckpointError(f"{weights}: {len(unexpected)} checkpoint weights have no place in the model, "
+                              f"e.g. {unexpected[0]}; is this checkpoint from this config?")
+    return {"weights": str(weights), "weights_sha256": ckpt.sha256}
+
+
+def build(spec: str, weights: Optional[str] = None, **options):
+    from ..models.base import DeployableModel
+
+    kw = model_kwargs(load_config(spec))
+    model = build_reid_model(**kw)
+    if weights:
+        prov = load_weights(model, weights)
+    else:
+        prov = {"weights": None, "note": "random initialisation"}
+    prov = {"source": str(spec), "framework": "fastreid", **prov}
+    return DeployableModel(model, spec_for(kw, model.heads.out_dim), prov, batchable=True)
+
+
+SOURCES.register("fastreid", ModelSource("fastreid", claims, build))

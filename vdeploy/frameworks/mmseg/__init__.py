@@ -1,0 +1,58 @@
+"""MMSegmentation 1.x configs (Python files read as data) and checkpoints."""
+from __future__ import annotations
+
+import ast
+import os
+from typing import Optional
+
+from ...errors import ConfigError
+from .. import SOURCES, ModelSource
+from .config import load_config
+
+_MAX_BYTES = 1 << 20
+
+
+def claims(spec: str) -> bool:
+    """A Python file assigning `model` or `_base_` whose merged config has `model.decode_head`.
+
+    A file that looks like an mmseg config but is refused by the reader (an `import`, a call)
+    is still claimed, so that the user sees the reader's precise refusal."""
+    try:
+        if not os.path.isfile(spec) or os.path.getsize(spec) > _MAX_BYTES:
+            return False
+        with open(spec, encoding="utf-8") as f:
+            text = f.read()
+        tree = ast.parse(text)
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return False
+    names = {t.id for s in tree.body if isinstance(s, ast.Assign) for t in s.targets if isinstance(t, ast.Name)}
+    if not names & {"model", "_base_"}:
+        return False
+    try:
+        model = load_config(spec).get("model")
+    except ConfigError:
+        return "decode_head" in text
+    return isinstance(model, dict) and "decode_head" in model
+
+
+def build(spec: str, weights: Optional[str] = None, **options):
+    from ...models.base import DeployableModel
+    from .build import build_segmentor, dataset_classes, load_weights, model_kwargs, spec_for
+
+    kw = model_kwargs(load_config(spec))
+    model = build_segmentor(kw)
+    classes = None
+    prov = {"source": str(spec), "framework": "mmseg"}
+    if weights:
+        ckpt, classes = load_weights(model, weights)
+        prov.update(weights=str(weights), weights_sha256=ckpt.sha256)
+    else:
+        prov.update(weights=None, note="random initialisation")
+    num_classes = kw["head"]["num_classes"]
+    if classes is not None and len(classes) != num_classes:
+        raise ConfigError(f"checkpoint lists {len(classes)} classes but the decode head has {num_classes}")
+    classes = classes or dataset_classes(kw["dataset"], num_classes)
+    return DeployableModel(model, spec_for(kw, classes), prov, batchable=False)
+
+
+SOURCES.register("mmseg", ModelSource("mmseg", claims, build))
