@@ -1,5 +1,6 @@
 """convert-weights: key mapping, coverage and output for ResNet, Swin and ViT (random-init weights)."""
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -88,14 +89,16 @@ def test_resnet_depths(name, depth, filled):
 def test_missing_and_wrong_shape_are_reported(resnet50):
     sd = dict(resnet50.state_dict())
     del sd["layer2.1.conv2.weight"]
+    del sd["layer1.0.bn1.running_var"]   # statistics are only made up for caffe2 files, never here
     sd["layer3.0.bn1.bias"] = torch.zeros(7)
     conv = convert_state_dict(sd, "torchvision")
-    assert conv.missing == ["res3.1.conv2.weight"]
+    assert conv.missing == ["res2.0.conv1.norm.running_var", "res3.1.conv2.weight"]
+    assert conv.synthesized == []
     assert conv.mismatched == [("res4.0.conv1.norm.bias", [256], [7])]
     assert not conv.complete
 
 
-def test_detectron2_and_caffe2_sources(resnet50):
+def test_detectron2_and_caffe2_sources(resnet50, tmp_path):
     native = convert_state_dict(resnet50.state_dict(), "torchvision").state_dict
     d2 = {"backbone.bottom_up." + k: v for k, v in native.items()}
     d2["backbone.fpn_lateral2.weight"] = torch.zeros(256, 256, 1, 1)
@@ -105,27 +108,29 @@ def test_detectron2_and_caffe2_sources(resnet50):
 
     # detectron2's MSRA ImageNet weights (R-50.pkl): caffe2 names, BatchNorm as scale + bias only
     c2 = {}
+    bn = {"weight": "s", "bias": "b"}
     for key, value in native.items():
-        if key.endswith(("running_mean", "running_var")):
+        m = re.fullmatch(r"(?:stem\.conv1|res(\d)\.(\d+)\.(conv\d|shortcut))(?:\.norm\.(\w+)|\.weight)", key)
+        if m[4] in ("running_mean", "running_var"):
             continue
-        k = key.replace("stem.conv1.norm.", "res_conv1_bn_").replace("stem.conv1.weight", "conv1_w")
-        k = re.sub(r"res(\d)\.(\d+)\.", r"res\1_\2_", k)
-        k = k.replace("shortcut", "branch1").replace("conv1", "branch2a").replace("conv2", "branch2b")
-        k = k.replace("conv3", "branch2c").replace(".norm.weight", "_bn_s").replace(".norm.bias", "_bn_b")
-        k = k.replace(".weight", "_w")
-        c2[k] = value.numpy()
+        if m[1] is None:
+            name = "conv1_w" if m[4] is None else f"res_conv1_bn_{bn[m[4]]}"
+        else:
+            branch = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}[m[3]]
+            name = f"res{m[1]}_{m[2]}_{branch}" + ("_w" if m[4] is None else f"_bn_{bn[m[4]]}")
+        c2[name] = value.numpy()
     c2["fc1000_w"] = torch.zeros(1000, 2048).numpy()
     assert "res2_0_branch2a_bn_s" in c2 and "res5_2_branch1_w" not in c2
-    conv = convert_state_dict(load_via_torch(c2), "detectron2")
+    c2["res2_0_branch2a_w_momentum"] = c2["res2_0_branch2a_w"]
+    pkl = tmp_path / "R-50.pkl"
+    with open(pkl, "wb") as f:   # as the Detectron model zoo ships it: numpy blobs in a pickle
+        pickle.dump({"blobs": c2, "__author__": "test"}, f)
+    conv = convert_state_dict(load_source(pkl), "detectron2")
     assert conv.complete and conv.unused == ["fc1000_w"]
     assert len(conv.synthesized) == 2 * 53
     assert torch.equal(conv.state_dict["res3.0.conv2.norm.weight"], native["res3.0.conv2.norm.weight"])
     assert torch.all(conv.state_dict["res3.0.conv2.norm.running_mean"] == 0)
     assert torch.allclose(conv.state_dict["res3.0.conv2.norm.running_var"], torch.full((128,), 1 - 1e-5))
-
-
-def load_via_torch(numpy_dict):
-    return {k: torch.from_numpy(v) for k, v in numpy_dict.items()}
 
 
 # --- Swin --------------------------------------------------------------------------------------
@@ -247,7 +252,7 @@ def test_cli_writes_safetensors_and_pth(tmp_path, resnet50, capsys):
 
 
 def test_cli_incomplete_source_keeps_existing_output(tmp_path, resnet50, capsys):
-    sd = {k: v for k, v in resnet50.state_dict().items() if not k.startswith("layer4.2.")}
+    sd = {k: v for k, v in resnet50.state_dict().items() if not k.startswith(("layer4.2.conv1.", "layer4.2.bn1."))}
     src = tmp_path / "partial.pth"
     torch.save(sd, src)
     out = tmp_path / "out.pth"
@@ -256,4 +261,4 @@ def test_cli_incomplete_source_keeps_existing_output(tmp_path, resnet50, capsys)
     assert out.read_bytes() == b"previous"
     assert "missing: res5.2.conv1.weight" in capsys.readouterr().out
     assert main(["convert-weights", str(src), str(out), "--from", "torchvision", "--allow-missing"]) == 0
-    assert len(torch.load(out, weights_only=True)) == 265 - 15
+    assert len(torch.load(out, weights_only=True)) == 265 - 5

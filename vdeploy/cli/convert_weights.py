@@ -22,10 +22,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..errors import CheckpointError
+    from ..errors import CheckpointError, UserError
     from ..runtime.io import atomic_write_json
     from ..tools.convert_weights import convert_state_dict, load_source, save_state_dict
 
+    if not args.out.endswith((".safetensors", ".pth", ".pt")):
+        raise UserError(f"{args.out}: output must end in .safetensors, .pth or .pt")
     conv = convert_state_dict(load_source(args.src), args.source)
     print_coverage(conv)
     if args.report:

@@ -35,10 +35,11 @@ def run(args) -> int:
         raise UserError("nothing to plot: none of the keys was found in any log")
 
     render_png(data.series, keys, args.out)
-    table = Table("log", "key", "points", "steps", "last", "min", "max")
+    table = Table("key", "points", "steps", "last", "min", "max")
+    table.add_column("log", overflow="fold")
     for s in data.series:
-        table.add_row(str(s.path), s.log_key, str(len(s.values)), f"{s.steps[0]:g}..{s.steps[-1]:g}",
-                      f"{s.values[-1]:.4g}", f"{min(s.values):.4g}", f"{max(s.values):.4g}")
+        table.add_row(s.log_key, str(len(s.values)), f"{s.steps[0]:g}..{s.steps[-1]:g}",
+                      f"{s.values[-1]:.4g}", f"{min(s.values):.4g}", f"{max(s.values):.4g}", str(s.path))
     Console().print(table)
     print(f"wrote {args.out}")
     return 0

@@ -142,18 +142,16 @@ _TRAINING_ONLY = ("heads.weight", "heads.cls_layer.", "pixel_mean", "pixel_std")
 
 
 def load_weights(model, weights: str) -> dict:
-    from ._fastreid_fallback import load_checkpoint, load_into_module  # TEMPORARY
+    from .checkpoint import load_checkpoint, load_into_module
 
     ckpt = load_checkpoint(weights)
+    # DataParallel-trained checkpoints prefix every key with "module."
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt.state_dict.items()}
-    report = load_into_module(model, sd)
-    if report.missing:
-        raise CheckpointError(f"{weights}: {len(report.missing)} weights of the model are missing, "
-                              f"e.g. {report.missing[0]}; is this checkpoint from this config?")
-    unexpected = [k for k in report.unexpected if not k.startswith(_TRAINING_ONLY)]
-    if unexpected:
-        raise CheckpointError(f"{weights}: {len(unexpected)} checkpoint weights have no place in the model, "
-                              f"e.g. {unexpected[0]}; is this checkpoint from this config?")
+    report = load_into_module(model, sd, ignore=_TRAINING_ONLY)
+    if report.missing or report.unexpected:
+        key = (report.missing or report.unexpected)[0]
+        raise CheckpointError(f"{weights}: does not fit this config: {len(report.missing)} model weights missing, "
+                              f"{len(report.unexpected)} checkpoint weights without a place (e.g. {key})")
     return {"weights": str(weights), "weights_sha256": ckpt.sha256}
 
 

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import roi_align  # imported here: its first import cannot happen while tracing
 
 from ..errors import CheckpointError, UserError
 from .base import DeployableModel
@@ -80,8 +81,6 @@ class ShapesDetector(nn.Module):
         bw, bh = torch.exp(b[2].clamp(max=6.0)), torch.exp(b[3].clamp(max=6.0))
         boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
         full = F.interpolate(mask, scale_factor=float(DET_STRIDE), mode="bilinear", align_corners=False)
-        from torchvision.ops import roi_align
-
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
         mask_probs = torch.sigmoid(roi_align(full, rois, (28, 28), 1.0, 2, True))[:, 0]
         return boxes, scores, classes, mask_probs

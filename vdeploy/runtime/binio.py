@@ -8,7 +8,6 @@ postprocessing applied. Layout and naming: docs/bin-workflow.md.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -121,7 +120,10 @@ def read_output(folder: Path, spec: dict, input_dims: dict[str, int], dtypes: di
         return np.load(npy, allow_pickle=False)
     if not raw.is_file():
         raise UserError(f"{folder}: no {name}.bin or {name}.npy (one file per output, named after the output)")
-    dtype = np.dtype(dtypes.get(name, spec.get("dtype", "float32"))).newbyteorder("<")
+    try:
+        dtype = np.dtype(dtypes.get(name, spec.get("dtype", "float32"))).newbyteorder("<")
+    except TypeError:
+        raise UserError(f"{raw}: unknown element type {dtypes.get(name, spec.get('dtype'))!r}") from None
     size = raw.stat().st_size
     if size % dtype.itemsize:
         raise UserError(f"{raw}: {size} bytes is not a whole number of {dtype.name} values")
@@ -169,4 +171,4 @@ def from_bin(bundle: Bundle, outputs: Path, out: Path, bins: Optional[Path] = No
     return len(records)
 
 
-__all__ = ["to_bin", "from_bin", "read_output", "PREPROCESS_JSON", "os"]
+__all__ = ["to_bin", "from_bin", "read_output", "PREPROCESS_JSON"]

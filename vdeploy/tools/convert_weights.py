@@ -39,7 +39,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..errors import CheckpointError, UserError
+from ..errors import UserError
 from ..runtime.io import atomic_write
 
 SOURCES = ("timm", "torchvision", "detectron2")
@@ -152,6 +152,7 @@ class Naming:
     anchor: str                # a key every checkpoint of this naming has (its prefix is stripped)
     rules: Callable[[dict], list[Rule]]
     note: str = ""
+    affine_only_bn: bool = False   # BatchNorm stored as scale and bias only (caffe2)
 
 
 _TV_RESNET_NOTE = ("torchvision/timm ResNets put the stride in the 3x3 conv and expect RGB input normalised "
@@ -166,7 +167,7 @@ NAMINGS = {
                     lambda sd: _swin_timm_rules(any(k.startswith("layers.0.downsample.") for k in sd))),
              Naming("vit", "blocks.0.attn.qkv.weight", lambda sd: _vit_timm_rules())],
     "detectron2": [Naming("resnet", "stem.conv1.weight", lambda sd: _resnet_d2_rules()),
-                   Naming("resnet", "res2_0_branch2a_w", lambda sd: _resnet_caffe2_rules())],
+                   Naming("resnet", "res2_0_branch2a_w", lambda sd: _resnet_caffe2_rules(), affine_only_bn=True)],
 }
 
 
@@ -328,9 +329,9 @@ def convert_state_dict(source_sd: dict[str, torch.Tensor], source: str) -> Conve
     conv = Conversion(arch, {}, used, unused, [], [], [], notes=[naming.note] if naming.note else [])
     for key, shape in reference.items():
         tensor = renamed.get(key)
-        if tensor is None and naming.arch == "resnet" and key.endswith((".running_mean", ".running_var")) \
+        if tensor is None and naming.affine_only_bn and key.endswith((".running_mean", ".running_var")) \
                 and key.rsplit(".", 1)[0] + ".weight" in renamed:
-            # affine-only caffe2 BatchNorm: identity statistics, as detectron2 itself loads it
+            # identity statistics, which is what detectron2 itself ends up with for these files
             fill = 0.0 if key.endswith("mean") else 1.0 - _FROZEN_BN_EPS
             tensor = torch.full(shape, fill)
             conv.synthesized.append(key)
@@ -344,58 +345,21 @@ def convert_state_dict(source_sd: dict[str, torch.Tensor], source: str) -> Conve
     return conv
 
 
-def _to_tensor_dict(obj, path) -> dict[str, torch.Tensor]:
-    import numpy as np
-
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-    for wrapper in ("state_dict", "model", "module"):
-        if wrapper in obj and isinstance(obj[wrapper], dict):
-            obj = obj[wrapper]
-            break
-    out = {}
-    for k, v in obj.items():
-        if isinstance(v, np.ndarray):
-            v = torch.from_numpy(np.ascontiguousarray(v))
-        if isinstance(v, torch.Tensor):
-            out[str(k)] = v
-    if not out:
-        raise CheckpointError(f"{path}: no tensors found")
-    return out
-
-
 def load_source(path: str | Path) -> dict[str, torch.Tensor]:
-    try:
-        from ..frameworks.checkpoint import load_checkpoint
-    except ModuleNotFoundError as e:
-        if e.name != "vdeploy.frameworks.checkpoint":
-            raise
-        load_checkpoint = None
-    if load_checkpoint is not None:
-        ckpt = load_checkpoint(str(path))
-        return _to_tensor_dict(getattr(ckpt, "state_dict", ckpt), path)
-    # Until vdeploy.frameworks.checkpoint exists: safetensors or a weights-only torch.load.
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such checkpoint file")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return _to_tensor_dict(load_file(str(p)), p)
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or unsafe files
-        raise CheckpointError(f"{p}: cannot load as a weights-only PyTorch checkpoint: {e}") from None
-    return _to_tensor_dict(obj, p)
+    """The tensors of a checkpoint (.pth, detectron2 .pkl, .safetensors), loaded without running code."""
+    from ..frameworks.checkpoint import load_checkpoint
+
+    return load_checkpoint(path).state_dict
 
 
 def save_state_dict(sd: dict[str, torch.Tensor], out: str | Path) -> None:
-    """`.safetensors` -> safetensors, anything else -> torch.save; written atomically."""
+    """`.safetensors` -> safetensors, `.pth` / `.pt` -> torch.save of the dict; written atomically."""
     out = Path(out)
     tensors = {k: v.detach().contiguous().clone() for k, v in sd.items()}
     if out.suffix == ".safetensors":
         from safetensors.torch import save
         data = save(tensors)
-    elif out.suffix in (".pth", ".pt", ".bin"):
+    elif out.suffix in (".pth", ".pt"):
         buf = io.BytesIO()
         torch.save(tensors, buf)
         data = buf.getvalue()

@@ -67,7 +67,7 @@ def read_log(path: str | Path) -> ParsedLog:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            log.problems.append(f"{path}:{lineno}: not JSON ({e.msg} at column {e.colno})")
+            log.problems.append(f"{path}:{lineno}: not JSON ({e})")
             continue
         if not isinstance(rec, dict):
             log.problems.append(f"{path}:{lineno}: a JSON {type(rec).__name__}, not an object")

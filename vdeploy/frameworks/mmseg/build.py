@@ -192,17 +192,14 @@ _TRAINING_ONLY = ("auxiliary_head.",)
 
 
 def load_weights(model, weights: str):
-    from .._fastreid_fallback import load_checkpoint, load_into_module  # TEMPORARY
+    from ..checkpoint import load_checkpoint, load_into_module
 
     ckpt = load_checkpoint(weights)
-    report = load_into_module(model, ckpt.state_dict)
-    if report.missing:
-        raise CheckpointError(f"{weights}: {len(report.missing)} weights of the model are missing, "
-                              f"e.g. {report.missing[0]}; is this checkpoint from this config?")
-    unexpected = [k for k in report.unexpected if not k.startswith(_TRAINING_ONLY)]
-    if unexpected:
-        raise CheckpointError(f"{weights}: {len(unexpected)} checkpoint weights have no place in the model, "
-                              f"e.g. {unexpected[0]}; is this checkpoint from this config?")
+    report = load_into_module(model, ckpt.state_dict, ignore=_TRAINING_ONLY)
+    if report.missing or report.unexpected:
+        key = (report.missing or report.unexpected)[0]
+        raise CheckpointError(f"{weights}: does not fit this config: {len(report.missing)} model weights missing, "
+                              f"{len(report.unexpected)} checkpoint weights without a place (e.g. {key})")
     meta = ckpt.meta if isinstance(ckpt.meta, dict) else {}
     classes = (meta.get("dataset_meta") or {}).get("classes")
     return ckpt, (list(classes) if classes else None)

@@ -68,7 +68,7 @@ class EncoderDecoder(nn.Module):
         total = torch.zeros_like(x[:, :1]).reshape(n, 1, -1).expand(n, k, -1).contiguous()
         total = total.scatter_add(2, index, logits)
         ones = torch.ones_like(flat.reshape(1, 1, -1), dtype=x.dtype)
-        count = torch.zeros_like(x[:, :1]).reshape(1, 1, -1).scatter_add(2, flat.reshape(1, 1, -1), ones)
+        count = torch.zeros_like(x[:1, :1]).reshape(1, 1, -1).scatter_add(2, flat.reshape(1, 1, -1), ones)
         return (total / count).reshape(n, k, h, w)
 
 

@@ -161,6 +161,8 @@ def evaluate(dataset, backends: Sequence[str], make_predictor: Callable[[str], o
             store = JsonlStore(out / "predictions" / _safe(name)) if out else MemoryStore(Path(scratch) / _safe(name))
             try:
                 predictor = make_predictor(name)
+                if hasattr(predictor, "load"):
+                    predictor.load()  # build the session before the clock starts
                 advance = bar.task(name, len(samples), len(store.done() & set(keys)))
                 t0 = time.perf_counter()
                 n_new = predict_all(predictor, samples, store, list(classes), advance, readers=readers)

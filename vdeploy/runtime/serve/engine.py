@@ -57,6 +57,8 @@ def vision_model_class():
         async def predict(self, payload, headers=None, response_headers=None):
             if not isinstance(payload, InferRequest):
                 raise InvalidInput("this model speaks the v2 protocol: POST /v2/models/{name}/infer")
+            if self.task == "semantic_segmentation" and not payload.use_binary_outputs:
+                raise InvalidInput("label_map is PNG bytes: ask for binary outputs (binary_data_output)")
             images = images_of(payload, InvalidInput)
             preds = await self.worker.predict(images)
             outputs = [InferOutput(t.name, list(t.data.shape), t.datatype, t.data) for t in to_tensors(self.task, preds)]
@@ -65,6 +67,38 @@ def vision_model_class():
                                  requested_outputs=payload.request_outputs)
 
     return VisionModel
+
+
+def decode_binary_request(body: bytes, json_length: str, model_name: str):
+    """A v2 REST request with the binary tensor extension -> kserve InferRequest, bytes untouched.
+
+    KServe's own decoder turns binary BYTES inputs into UTF-8 text (kserve 0.21, InferRequest.
+    from_bytes), which no image file survives; this keeps each input's raw bytes instead.
+    """
+    import orjson
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
+
+    if not json_length.isdigit() or int(json_length) > len(body):
+        raise InvalidInput("bad Inference-Header-Content-Length")
+    try:
+        head = orjson.loads(body[:int(json_length)])
+        inputs, raws, start = [], [], int(json_length)
+        for spec in head["inputs"]:
+            params = spec.get("parameters") or {}
+            inputs.append(InferInput(spec["name"], list(spec["shape"]), spec["datatype"], spec.get("data"), params))
+            size = params.get("binary_data_size")
+            if spec.get("data") is None and not isinstance(size, int):
+                raise InvalidInput(f"input {spec['name']!r} has neither data nor binary_data_size")
+            raws.append(body[start:start + size] if spec.get("data") is None else None)
+            start += size if spec.get("data") is None else 0
+        if start != len(body):
+            raise InvalidInput(f"binary data sizes add up to {start} bytes, the body has {len(body)}")
+        outputs = [RequestedOutput(o["name"], o.get("parameters")) for o in head.get("outputs") or []] or None
+        return InferRequest(model_name, inputs, request_id=head.get("id"), raw_inputs=raws,
+                            parameters=head.get("parameters"), request_outputs=outputs)
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise InvalidInput(f"malformed v2 request: {type(e).__name__}: {e}") from None
 
 
 def images_of(payload, invalid) -> list[bytes]:

@@ -1,0 +1,39 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+GOLDENS = SHARED / "goldens"
+
+
+def goldens_or_skip() -> Path:
+    if not GOLDENS.is_dir():
+        pytest.skip(f"{GOLDENS} is absent (the reference outputs live outside the repository)")
+    return GOLDENS
+
+
+@pytest.fixture(scope="session")
+def goldens() -> Path:
+    return goldens_or_skip()
+
+
+@pytest.fixture(scope="session")
+def small_classifier_bundle(tmp_path_factory):
+    """resnet18 at 64x64 in every format: small enough to export once per session."""
+    from vdeploy.export import export_bundle
+    from vdeploy.frameworks import build_model
+
+    out = tmp_path_factory.mktemp("bundles") / "resnet18"
+    dm = build_model("torchvision:resnet18", None, input_size=(64, 64))
+    return export_bundle(dm, out, ["onnx", "openvino", "torchscript"], log=lambda *a: None)
+
+
+def run_cli(*args, env=None):
+    """Run `python -m vdeploy ARGS` in a subprocess; returns CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "vdeploy", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=ROOT)

@@ -1,0 +1,83 @@
+"""Host-side processing against detectron2's own numbers (goldens) and torchvision's code."""
+import json
+
+import numpy as np
+import pytest
+
+from vdeploy.runtime.io import read_image
+from vdeploy.runtime.postprocess import postprocess
+from vdeploy.runtime.postprocess.masks import paste_masks_torchvision
+from vdeploy.runtime.preprocess import preprocess, shortest_edge_size
+
+D2_CASES = ["mask_rcnn_R_50_FPN_3x", "cascade_mask_rcnn_R_50_FPN_3x"]
+IMAGES = ["astronaut", "chelsea", "coffee"]
+D2_SPEC = {"inputs": [{"name": "images", "color": "BGR"}, {"name": "im_info"}],
+           "preprocess": {"resize": {"type": "shortest_edge", "min_size": 800, "max_size": 1333, "interp": "pil_bilinear"},
+                          "pad": {"size_divisibility": 32},
+                          "normalize": {"mean": [103.53, 116.28, 123.675], "std": [1.0, 1.0, 1.0], "where": "graph"}}}
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_resize_is_detectron2s_to_the_pixel(goldens, image):
+    g = np.load(goldens / "detectron2/mask_rcnn_R_50_FPN_3x" / f"{image}.npz")
+    img = read_image(goldens / "images" / f"{image}.png")
+    prep = preprocess(img, D2_SPEC)
+    vh, vw = prep.meta["resized_hw"]
+    assert (vh, vw) == tuple(g["resized_hw"])
+    x = prep.inputs["images"][0].transpose(1, 2, 0)
+    # PIL bilinear on uint8, as detectron2 does: identical bytes
+    np.testing.assert_array_equal(x[:vh, :vw].astype(np.uint8), g["resized_bgr"])
+    # padding normalises to exactly zero in the graph
+    assert x.shape[0] % 32 == 0 and x.shape[1] % 32 == 0
+    if x.shape[0] > vh:
+        np.testing.assert_array_equal(x[vh:, :, :], np.broadcast_to(D2_SPEC["preprocess"]["normalize"]["mean"], x[vh:].shape))
+    np.testing.assert_array_equal(prep.inputs["im_info"], [[vh, vw]])
+
+
+def test_shortest_edge_rounding_and_max_size():
+    assert shortest_edge_size(300, 451, 800, 1333) == (800, 1203)
+    assert shortest_edge_size(100, 1000, 800, 1333) == (133, 1333)
+
+
+def test_letterbox_fits_a_fixed_canvas():
+    img = np.zeros((400, 600, 3), np.uint8)
+    prep = preprocess(img, D2_SPEC, input_size=(1344, 1344))
+    assert prep.inputs["images"].shape == (1, 3, 1344, 1344)
+    assert prep.meta["resized_hw"] == (800, 1200)
+    assert prep.meta["scale_xy"] == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("case", D2_CASES)
+def test_detector_postprocess_and_mask_pasting_match_detectron2(goldens, case):
+    from pycocotools import mask as mask_util
+
+    ref = json.load(open(goldens / "detectron2" / case / "final.json"))
+    spec = {"task": "instance_segmentation", "postprocess": {"type": "detection", "paste": "detectron2", "mask_threshold": 0.5}}
+    for image in IMAGES:
+        g = np.load(goldens / "detectron2" / case / f"{image}.npz")
+        # The goldens' det/boxes were captured after detectron2 scaled them in place (Boxes.scale),
+        # so they are already in original-image pixels: map them with scale 1.
+        raw = {"boxes": g["det/boxes"], "scores": g["det/scores"], "classes": g["det/classes"],
+               "mask_probs": g["det/mask_probs"].astype(np.float32)}
+        pred = postprocess(raw, {"orig_hw": tuple(g["orig_hw"]), "resized_hw": tuple(g["resized_hw"]), "scale_xy": (1.0, 1.0)}, spec)
+        want = [r for r in ref if r["image"] == f"{image}.png"]
+        assert len(pred) == len(want)
+        np.testing.assert_allclose(pred.boxes, [r["bbox"] for r in want], atol=1e-3)
+        masks = mask_util.decode([r["segmentation"] for r in want]).transpose(2, 0, 1).astype(bool)
+        # the goldens store mask probabilities as float16: a probability within 1e-3 of 0.5 may flip
+        assert (masks != pred.masks).sum() <= 1e-4 * masks.sum() + 5
+
+
+def test_torchvision_paste_matches_torchvision():
+    torch = pytest.importorskip("torch")
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    rng = np.random.default_rng(0)
+    masks = rng.uniform(0, 1, (12, 28, 28)).astype(np.float32)
+    # torchvision's boxes are clipped to the image before pasting
+    xy = rng.uniform(0, 150, (12, 2))
+    wh = rng.uniform(3, 160, (12, 2))
+    boxes = np.concatenate([xy, np.minimum(xy + wh, [319, 239])], 1).astype(np.float32)
+    want = paste_masks_in_image(torch.from_numpy(masks)[:, None], torch.from_numpy(boxes), (240, 320), padding=1)[:, 0].numpy()
+    got = paste_masks_torchvision(masks, boxes, 240, 320, threshold=0.5)
+    assert ((want > 0.5) != got).sum() <= 3  # float summation order differs; thresholding at 0.5 may flip a pixel
