@@ -57,9 +57,10 @@ def claims(spec: str) -> bool:
 
 
 def load_config(path: str) -> dict:
-    from ._fastreid_fallback import load_config as load_yaml  # TEMPORARY until detectron2.config lands
+    """The merged config: fast-reid's own defaults (not detectron2's) <- `_BASE_` chain <- file."""
+    from .detectron2.config import load_config as load_yaml
 
-    return load_yaml(path, base_defaults=str(DEFAULTS))
+    return load_yaml(path, base_defaults=DEFAULTS)
 
 
 def _get(cfg: dict, dotted: str) -> Any:

@@ -22,6 +22,9 @@ import numpy as np
 from ...errors import UserError
 
 
+_POLL_S = 0.001
+
+
 class QueueFull(Exception):
     """More images are in flight than the model's queue admits (HTTP 503 with Retry-After)."""
 
@@ -111,12 +114,16 @@ class InferenceWorker:
     async def _next_batch(self) -> list[_Item]:
         items = [await self._queue.get()]
         deadline = time.perf_counter() + self.policy.max_delay_s
+        # Polled rather than `wait_for(queue.get(), ...)`: a get cancelled by its timeout just as it
+        # completes drops the item on Python < 3.12, and that would be a lost request.
         while len(items) < self.max_batch_size:
-            left = deadline - time.perf_counter()
             try:
-                items.append(self._queue.get_nowait() if left <= 0 else await asyncio.wait_for(self._queue.get(), left))
-            except (asyncio.QueueEmpty, asyncio.TimeoutError):
-                break
+                items.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, _POLL_S))
         # A timed-out request cancelled its futures: do not spend inference on it.
         return [it for it in items if not it.future.done()]
 
