@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vdeploy.models.tiny import DET_SIZE, DET_STRIDE, TINY_MODELS, WEIGHTS_DIR  # noqa: E402
 from vdeploy.runtime.eval.synthetic import SHAPES, background, draw_shape, random_color, scene  # noqa: E402
 
-STEPS = {"shapes_det": 900, "shapes_seg": 400, "shapes_cls": 500}
+STEPS = {"shapes_det": 900, "shapes_seg": 300, "shapes_cls": 500}
 
 
 def _images(batch: list[np.ndarray]) -> torch.Tensor:
@@ -71,8 +71,8 @@ def det_loss(model, rng, n=16):
 def seg_loss(model, rng, n=8):
     imgs, labels = [], []
     for _ in range(n):
-        img, objects = scene(rng, 96, 96)
-        lab = np.zeros((96, 96), np.int64)
+        img, objects = scene(rng, 64, 64)  # fully convolutional: small scenes train it as well
+        lab = np.zeros((64, 64), np.int64)
         for k, mask in objects:
             lab[mask] = k + 1
         imgs.append(img)

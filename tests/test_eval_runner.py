@@ -106,3 +106,19 @@ def test_reader_errors_surface(coco, tmp_path):
 
     with pytest.raises(UserError, match="cannot preprocess"):
         _run(coco, None, {"x": Broken(coco)})
+
+
+def test_saved_predictions_score_like_the_live_backend(coco, tmp_path):
+    from vdeploy.runtime.io import read_image
+    from vdeploy.runtime.results import to_coco_results
+
+    oracle = OraclePredictor(coco, shift=2.0)
+    live = _run(coco, None, {"live": oracle})[0].scores.metrics
+    flat = []  # what `vdeploy predict` writes: one dict per detection, keyed by file_name
+    for s in coco.samples:
+        prep = oracle.preprocess(read_image(s.path))
+        flat += to_coco_results(oracle.postprocess(oracle.infer(prep.inputs), prep.meta), s.path.name, list(SHAPES))
+    saved = tmp_path / "predict.json"
+    saved.write_text(json.dumps(flat))
+    res = evaluate(coco, [], None, model_id="m", classes=list(SHAPES), predictions=[saved], progress=False)[0]
+    assert res.name == "predict" and res.scores.metrics == live

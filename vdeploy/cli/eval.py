@@ -41,6 +41,7 @@ def run(args) -> int:
     options = DatasetOptions(class_map=args.class_map, images_dir=args.images, ignore_index=args.ignore_index,
                              label_transform=args.label_transform)
     dataset = open_dataset(args.dataset, args.dataset_format, options)
+    probe = None
     if is_bundle(args.source):
         from ..runtime.backends import BACKEND_FORMAT
         from ..runtime.bundle import load_bundle
@@ -60,6 +61,8 @@ def run(args) -> int:
         raise UserError("nothing to evaluate: give --backends or --predictions")
 
     def make_predictor(name):
+        if name in ("torch", "pytorch") and not is_bundle(args.source) and not args.threads:
+            return probe  # the model spec was built once already
         return open_predictor(args.source, args.weights, name, threads=args.threads)
 
     out = Path(args.out) if args.out else None

@@ -19,10 +19,11 @@ class Tolerance:
     atol: float = 1e-4
 
 
-# Per-output defaults where float32 error legitimately grows: mask probabilities are sampled by
-# RoIAlign at boxes that themselves differ by ~1e-2 px between engines, which moves them by up to
-# a few 1e-3 (they are thresholded at 0.5 afterwards).
-DEFAULT_TOLERANCES = {"mask_probs": Tolerance(1e-3, 1e-2)}
+# Per-output defaults where float32 error legitimately grows. Mask probabilities are RoIAlign
+# samples taken at the boxes, and the boxes themselves differ by ~1e-2 px between engines; with
+# confident (steep) mask logits a 0.01-mask-pixel shift moves a probability near 0.5 by a few
+# 1e-2. They are thresholded at 0.5 afterwards, and the pasted masks are what COCO AP scores.
+DEFAULT_TOLERANCES = {"mask_probs": Tolerance(1e-3, 5e-2)}
 
 
 @dataclass

@@ -14,6 +14,8 @@ from ..errors import UserError
 
 # Decoding bombs: a 50k x 50k PNG is a few KB compressed but gigabytes in memory.
 MAX_IMAGE_PIXELS = 100_000_000
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
@@ -54,6 +56,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -276,10 +276,11 @@ def load_weights(module, weights: Optional[str]) -> dict:
     from .checkpoint import detectron2_state_dict
 
     ckpt = load_checkpoint(weights)
-    report = load_into_module(module, detectron2_state_dict(ckpt.state_dict))
-    if report.missing:
-        raise CheckpointError(f"{weights}: {len(report.missing)} weights of the model are missing, "
-                              f"e.g. {report.missing[0]}")
+    report = load_into_module(module, detectron2_state_dict(ckpt.state_dict, model_keys=module.state_dict().keys()))
+    # BatchNorm's step counter does not affect inference; every other missing tensor is fatal.
+    missing = [k for k in report.missing if not k.endswith("num_batches_tracked")]
+    if missing:
+        raise CheckpointError(f"{weights}: {len(missing)} weights of the model are missing, e.g. {missing[0]}")
     return {"weights": str(weights), "weights_sha256": ckpt.sha256}
 
 

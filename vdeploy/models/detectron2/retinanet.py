@@ -11,7 +11,7 @@ computed from traced tensor shapes, so one export serves every image size.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torchvision
@@ -80,10 +80,13 @@ class RetinaNet(nn.Module):
     def features(self, images: Tensor) -> dict[str, Tensor]:
         return self.backbone((images - self.pixel_mean) / self.pixel_std)
 
-    def forward(self, images: Tensor, im_info: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        # im_info is part of the detectron2 graph contract; RetinaNet needs no valid-region
-        # information (detectron2 neither clips nor masks before post-processing).
-        del im_info
+    # RetinaNet needs no valid-region information (detectron2 neither clips nor masks before
+    # post-processing), so an exported graph has no `im_info` input: the ONNX exporter drops
+    # unused inputs. The spec must then list `images` only.
+    takes_im_info = False
+
+    def forward(self, images: Tensor, im_info: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+        """im_info is accepted (and ignored) for the detectron2 graph contract."""
         feats = self.features(images)
         feats = [feats[name] for name in self.head_in_features]
         logits, deltas = self.head(feats)

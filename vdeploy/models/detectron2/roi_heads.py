@@ -156,13 +156,16 @@ class StandardROIHeads(nn.Module):
         x = self.box_pooler([features[f] for f in self.in_features], boxes)
         return self.box_predictor(self.box_head(x))
 
+    def mask_outputs(self, features: dict[str, torch.Tensor], boxes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Mask probabilities [N, M, M] of the given detections (boxes [N, 4], classes [N])."""
+        return self.mask_head(self.mask_pooler([features[f] for f in self.mask_in_features], boxes), classes)
+
     def forward(self, features: dict[str, torch.Tensor], proposals: torch.Tensor, image_hw: torch.Tensor):
         logits, deltas = self.box_outputs(features, proposals)
         boxes, scores, classes = self.box_predictor.inference(logits, deltas, proposals, image_hw)
         if not self.mask_on:
             return boxes, scores, classes
-        x = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
-        return boxes, scores, classes, self.mask_head(x, classes)
+        return boxes, scores, classes, self.mask_outputs(features, boxes, classes)
 
 
 class Res5ROIHeads(nn.Module):
@@ -192,12 +195,15 @@ class Res5ROIHeads(nn.Module):
     def box_outputs(self, features: dict[str, torch.Tensor], boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.box_predictor(self._shared_roi_transform(features, boxes).mean(dim=[2, 3]))
 
+    def mask_outputs(self, features: dict[str, torch.Tensor], boxes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        return self.mask_head(self._shared_roi_transform(features, boxes), classes)
+
     def forward(self, features: dict[str, torch.Tensor], proposals: torch.Tensor, image_hw: torch.Tensor):
         logits, deltas = self.box_outputs(features, proposals)
         boxes, scores, classes = self.box_predictor.inference(logits, deltas, proposals, image_hw)
         if not self.mask_on:
             return boxes, scores, classes
-        return boxes, scores, classes, self.mask_head(self._shared_roi_transform(features, boxes), classes)
+        return boxes, scores, classes, self.mask_outputs(features, boxes, classes)
 
 
 def make_res5_stage(*, depth: int = 50, res2_out_channels: int = 256, num_groups: int = 1,

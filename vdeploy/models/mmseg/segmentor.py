@@ -51,7 +51,7 @@ class EncoderDecoder(nn.Module):
 
     def slide(self, x):
         n, c, _, _ = x.shape
-        size = torch._shape_as_tensor(x)
+        size = torch._shape_as_tensor(x)  # a tensor, so that the ONNX trace keeps H and W symbolic
         h, w = size[2], size[3]
         rows = window_indices(h, self.crop_size[0], self.stride[0])  # [gh, ch]
         cols = window_indices(w, self.crop_size[1], self.stride[1])  # [gw, cw]

@@ -5,14 +5,14 @@ exposes it together with the engine's global registry (KServe's per-stage histog
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class ServeMetrics:
     def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("vdeploy_requests", "HTTP requests answered", ["model", "endpoint", "code"], registry=r)

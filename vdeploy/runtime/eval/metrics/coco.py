@@ -3,7 +3,6 @@ matching) is used when installed, which keeps 5000 images' results down to secon
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 from typing import Iterable, Optional
 
@@ -45,7 +44,8 @@ def coco_ap(gt: dict, results: list[dict], iou_types: Iterable[str] = IOU_TYPES,
     with contextlib.redirect_stdout(io.StringIO()):
         gt_api = _index(COCO, gt)
         for kind in iou_types:
-            dts = copy.deepcopy(results)
+            # shallow copies: loadRes adds keys to each dict, nothing deeper is touched
+            dts = results
             if kind == "segm":
                 # As detectron2 does: without the box, a detection's area is its mask's area.
                 dts = [{k: v for k, v in d.items() if k != "bbox"} for d in dts if d.get("segmentation")]

@@ -1,0 +1,261 @@
+"""centermask2 configs as a model source: CenterMask / CenterMask-Lite (VoVNet-V2 or ResNet + FPN,
+FCOS, SAG-Mask, MaskIoU), no centermask2 or detectron2 installed.
+
+The config is centermask2's: detectron2's defaults with centermask2's keys on top
+(`centermask2_defaults.yaml`, its `get_cfg().dump()`), then the `_BASE_` chain and the file. It is
+read here, once, into keyword arguments for `vdeploy.models.centermask`.
+
+The VoVNet backbones are also registered in detectron2's BACKBONES registry, so a GeneralizedRCNN
+with an RPN on a VoVNet (centermask2's `build_vovnet_fpn_backbone`) builds through detectron2's path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import ConfigError, UserError
+from ..models.base import DeployableModel
+from ..models.centermask.center_roi_heads import ASSIGN_CRITERIA, CenterROIHeads, RatioROIPooler
+from ..models.centermask.fcos import FCOS, FCOSHead
+from ..models.centermask.fpn_blocks import LastLevelP6
+from ..models.centermask.maskiou import MaskIoUHead
+from ..models.centermask.meta_arch import CenterMask
+from ..models.centermask.sag_mask import SpatialAttentionMaskHead
+from ..models.centermask.vovnet import VOVNET_SPECS, VoVNet
+from ..models.detectron2.fpn import FPN, LastLevelP6P7
+from ..models.detectron2.mask_head import MaskRCNNConvUpsampleHead
+from ..models.detectron2.poolers import POOLER_TYPES, ROIPooler
+from ..models.detectron2.registry import BACKBONES, ShapeSpec
+from . import SOURCES, ModelSource
+from .detectron2.build import (build_from_config, detection_spec, get, load_weights, mask_resolution,
+                               resnet_from_cfg)
+from .detectron2.config import load_config as load_detectron2_config
+from .detectron2.config import read_with_bases
+
+DEFAULTS_PATH = Path(__file__).with_name("centermask2_defaults.yaml")
+# Keys that only centermask2's configs carry (after `_BASE_` resolution).
+CENTERMASK_NAMES = {"PROPOSAL_GENERATOR.NAME": ("FCOS",), "ROI_HEADS.NAME": ("CenterROIHeads",),
+                    "BACKBONE.NAME": ("build_vovnet_backbone", "build_vovnet_fpn_backbone",
+                                      "build_fcos_vovnet_fpn_backbone", "build_fcos_resnet_fpn_backbone")}
+CENTERMASK_KEYS = ("VOVNET", "FCOS", "MASKIOU_ON", "ROI_MASKIOU_HEAD")
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def load_config(path: str | Path) -> dict:
+    """The fully merged centermask2 config of a YAML file, as a nested plain dict."""
+    return load_detectron2_config(path, extra_defaults=DEFAULTS_PATH)
+
+
+# --------------------------------------------------------------------------- backbones
+
+def vovnet_from_cfg(cfg: dict, in_channels: int) -> VoVNet:
+    v = get(cfg, "MODEL.VOVNET")
+    _require(v["CONV_BODY"] in VOVNET_SPECS, f"MODEL.VOVNET.CONV_BODY {v['CONV_BODY']!r} is not one of "
+             f"{', '.join(VOVNET_SPECS)}")
+    _require(not any(v.get("STAGE_WITH_DCN", [False])), "deformable convolutions (MODEL.VOVNET.STAGE_WITH_DCN) "
+             "are not supported")
+    try:
+        return VoVNet(VOVNET_SPECS[v["CONV_BODY"]], v["OUT_FEATURES"], in_channels=in_channels, norm=v["NORM"])
+    except ValueError as e:
+        raise ConfigError(f"MODEL.VOVNET: {e}") from None
+
+
+def _fpn(cfg: dict, bottom_up, top_block) -> FPN:
+    f = get(cfg, "MODEL.FPN")
+    try:
+        return FPN(bottom_up, f["IN_FEATURES"], int(f["OUT_CHANNELS"]), norm=f["NORM"], top_block=top_block,
+                   fuse_type=f["FUSE_TYPE"])
+    except ValueError as e:
+        raise ConfigError(f"MODEL.FPN: {e}") from None
+
+
+def _fcos_top_block(cfg: dict):
+    """P6 (and P7) from P5, as MODEL.FCOS.TOP_LEVELS asks."""
+    levels, channels = int(get(cfg, "MODEL.FCOS.TOP_LEVELS")), int(get(cfg, "MODEL.FPN.OUT_CHANNELS"))
+    _require(levels in (0, 1, 2), f"MODEL.FCOS.TOP_LEVELS must be 0, 1 or 2, got {levels}")
+    return {0: None, 1: LastLevelP6(channels, channels, "p5"), 2: LastLevelP6P7(channels, channels, "p5")}[levels]
+
+
+def build_vovnet_backbone(cfg: dict, in_channels: int) -> VoVNet:
+    return vovnet_from_cfg(cfg, in_channels)
+
+
+def build_vovnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
+    from ..models.detectron2.fpn import LastLevelMaxPool
+
+    return _fpn(cfg, vovnet_from_cfg(cfg, in_channels), LastLevelMaxPool())
+
+
+def build_fcos_vovnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
+    return _fpn(cfg, vovnet_from_cfg(cfg, in_channels), _fcos_top_block(cfg))
+
+
+def build_fcos_resnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
+    _require(not get(cfg, "MODEL.MOBILENET"), "MobileNetV2 backbones (MODEL.MOBILENET) are not supported")
+    return _fpn(cfg, resnet_from_cfg(cfg, in_channels), _fcos_top_block(cfg))
+
+
+for _builder in (build_vovnet_backbone, build_vovnet_fpn_backbone, build_fcos_vovnet_fpn_backbone,
+                 build_fcos_resnet_fpn_backbone):
+    BACKBONES.register(_builder.__name__, _builder)
+
+
+# --------------------------------------------------------------------------- FCOS and heads
+
+def _same_channels(shapes: dict[str, ShapeSpec], features: Sequence[str], what: str) -> int:
+    _require(all(f in shapes for f in features), f"{what} {list(features)} are not backbone outputs {list(shapes)}")
+    channels = {shapes[f].channels for f in features}
+    _require(len(channels) == 1, f"{what} {list(features)} differ in channels")
+    return channels.pop()
+
+
+def fcos_from_cfg(cfg: dict, shapes: dict[str, ShapeSpec]) -> FCOS:
+    f = get(cfg, "MODEL.FCOS")
+    _require(not f["USE_DEFORMABLE"], "deformable FCOS towers (MODEL.FCOS.USE_DEFORMABLE) are not supported")
+    in_features = list(f["IN_FEATURES"])
+    channels = _same_channels(shapes, in_features, "MODEL.FCOS.IN_FEATURES")
+    strides = [int(s) for s in f["FPN_STRIDES"]]
+    _require(strides == [shapes[n].stride for n in in_features], f"MODEL.FCOS.FPN_STRIDES {strides} are not the "
+             f"strides of {in_features} ({[shapes[n].stride for n in in_features]})")
+    # centermask2 adds GroupNorm for "GN" and no norm for anything else.
+    head = FCOSHead(channels, int(f["NUM_CLASSES"]), len(in_features), num_cls_convs=int(f["NUM_CLS_CONVS"]),
+                    num_box_convs=int(f["NUM_BOX_CONVS"]), num_share_convs=int(f["NUM_SHARE_CONVS"]),
+                    group_norm=f["NORM"] == "GN", use_scale=bool(f["USE_SCALE"]))
+    return FCOS(in_features, strides, head, score_thresh=float(f["INFERENCE_TH_TEST"]),
+                thresh_with_ctr=bool(f["THRESH_WITH_CTR"]), pre_nms_topk=int(f["PRE_NMS_TOPK_TEST"]),
+                nms_thresh=float(f["NMS_TH"]), post_nms_topk=int(f["POST_NMS_TOPK_TEST"]))
+
+
+def _mask_head(cfg: dict, in_channels: int, num_classes: int):
+    m = get(cfg, "MODEL.ROI_MASK_HEAD")
+    conv_dim = int(m["CONV_DIM"])
+    kwargs = dict(conv_dims=[conv_dim] * int(m["NUM_CONV"]), num_classes=num_classes,
+                  cls_agnostic=bool(m["CLS_AGNOSTIC_MASK"]), conv_norm=m["NORM"])
+    if m["NAME"] == "SpatialAttentionMaskHead":
+        return SpatialAttentionMaskHead(in_channels, conv_dim=conv_dim, **kwargs)
+    if m["NAME"] == "MaskRCNNConvUpsampleHead":
+        return MaskRCNNConvUpsampleHead(in_channels, deconv_dim=conv_dim, **kwargs)
+    raise ConfigError(f"MODEL.ROI_MASK_HEAD.NAME {m['NAME']!r} is not supported "
+                      "(SpatialAttentionMaskHead, MaskRCNNConvUpsampleHead)")
+
+
+def center_roi_heads_from_cfg(cfg: dict, shapes: dict[str, ShapeSpec]) -> CenterROIHeads:
+    _require(not get(cfg, "MODEL.KEYPOINT_ON"), "keypoint heads (MODEL.KEYPOINT_ON) are not supported")
+    in_features = list(get(cfg, "MODEL.ROI_HEADS.IN_FEATURES"))
+    if not get(cfg, "MODEL.MASK_ON"):
+        return CenterROIHeads(in_features)
+    channels = _same_channels(shapes, in_features, "MODEL.ROI_HEADS.IN_FEATURES")
+    num_classes = int(get(cfg, "MODEL.ROI_HEADS.NUM_CLASSES"))
+    _require(num_classes == int(get(cfg, "MODEL.FCOS.NUM_CLASSES")), "MODEL.ROI_HEADS.NUM_CLASSES and "
+             "MODEL.FCOS.NUM_CLASSES differ: the mask head must know the detector's classes")
+    m = get(cfg, "MODEL.ROI_MASK_HEAD")
+    _require(m["POOLER_TYPE"] in POOLER_TYPES, f"MODEL.ROI_MASK_HEAD.POOLER_TYPE {m['POOLER_TYPE']!r} is not "
+             f"supported; supported: {sorted(POOLER_TYPES)}")
+    _require(m["ASSIGN_CRITERION"] in ASSIGN_CRITERIA, f"MODEL.ROI_MASK_HEAD.ASSIGN_CRITERION "
+             f"{m['ASSIGN_CRITERION']!r} is not one of {ASSIGN_CRITERIA}")
+    pooler_cls = RatioROIPooler if m["ASSIGN_CRITERION"] == "ratio" else ROIPooler
+    resolution = int(m["POOLER_RESOLUTION"])
+    try:
+        pooler = pooler_cls(resolution, [1.0 / shapes[f].stride for f in in_features],
+                            int(m["POOLER_SAMPLING_RATIO"]), m["POOLER_TYPE"])
+    except ValueError as e:
+        raise ConfigError(f"MODEL.ROI_MASK_HEAD: {e}") from None
+    maskiou = None
+    if get(cfg, "MODEL.MASKIOU_ON"):
+        h = get(cfg, "MODEL.ROI_MASKIOU_HEAD")
+        _require(h["NAME"] == "MaskIoUHead", f"MODEL.ROI_MASKIOU_HEAD.NAME {h['NAME']!r} is not supported")
+        # centermask2 sizes the MaskIoU input by ROI_MASK_HEAD.CONV_DIM but feeds it the pooled features.
+        _require(int(m["CONV_DIM"]) == channels, f"MODEL.ROI_MASK_HEAD.CONV_DIM ({m['CONV_DIM']}) must equal the "
+                 f"feature channels ({channels}) when MODEL.MASKIOU_ON")
+        maskiou = MaskIoUHead(channels, resolution, conv_dim=int(h["CONV_DIM"]), num_conv=int(h["NUM_CONV"]),
+                              num_classes=num_classes)
+    return CenterROIHeads(in_features, pooler, _mask_head(cfg, channels, num_classes), maskiou)
+
+
+def build_centermask(cfg: dict) -> CenterMask:
+    m = get(cfg, "MODEL")
+    _require(m["META_ARCHITECTURE"] == "GeneralizedRCNN", f"MODEL.META_ARCHITECTURE {m['META_ARCHITECTURE']!r}: "
+             "FCOS models are GeneralizedRCNN")
+    _require(m["ROI_HEADS"]["NAME"] == "CenterROIHeads", f"MODEL.ROI_HEADS.NAME {m['ROI_HEADS']['NAME']!r}: "
+             "FCOS proposals go with CenterROIHeads")
+    _require(not m.get("LOAD_PROPOSALS"), "precomputed proposals (MODEL.LOAD_PROPOSALS) are not supported")
+    backbone = BACKBONES.get(m["BACKBONE"]["NAME"])(cfg, len(m["PIXEL_MEAN"]))
+    shapes = backbone.output_shape()
+    return CenterMask(backbone, fcos_from_cfg(cfg, shapes), center_roi_heads_from_cfg(cfg, shapes),
+                      pixel_mean=m["PIXEL_MEAN"], pixel_std=m["PIXEL_STD"])
+
+
+# --------------------------------------------------------------------------- spec and entry points
+
+def centermask_spec(cfg: dict, module: CenterMask) -> dict:
+    """deploy.json's model part: detectron2's detection spec, with FCOS's classes and top-k and,
+    with MaskIoU, the mask scores as an extra output."""
+    mask_on = module.roi_heads.mask_on
+    spec = detection_spec(cfg, getattr(module.backbone, "size_divisibility", 0), mask_on)
+    n = int(get(cfg, "MODEL.FCOS.NUM_CLASSES"))
+    spec["classes"] = spec["classes"] if len(spec["classes"]) == n else [f"class_{i}" for i in range(n)]
+    spec["outputs"][0]["meaning"] = "x1,y1,x2,y2 in resized-image pixels (not clipped)"
+    if mask_on and module.roi_heads.maskiou_head is not None:
+        spec["outputs"].append({"name": "mask_scores", "shape": ["N"],
+                                "meaning": "score x predicted mask IoU (centermask2's mask_scores)"})
+    # The graph keeps FCOS's POST_NMS_TOPK_TEST best; centermask2 applies no other cap.
+    topk = int(get(cfg, "MODEL.FCOS.POST_NMS_TOPK_TEST"))
+    spec["postprocess"]["max_detections"] = topk if topk > 0 else None
+    return spec
+
+
+def build_from_cfg(cfg: dict, weights: Optional[str] = None, *, source: str = "",
+                   input_size: Optional[Sequence[int]] = None, **options) -> DeployableModel:
+    if get(cfg, "MODEL.PROPOSAL_GENERATOR.NAME") != "FCOS":
+        # An RPN model on a VoVNet: detectron2's GeneralizedRCNN with the backbones registered above.
+        dm = build_from_config(cfg, weights, source=source, input_size=input_size, **options)
+        dm.provenance["framework"] = "centermask2"
+        return dm
+    module = build_centermask(cfg).eval()
+    spec = centermask_spec(cfg, module)
+    size = None
+    if input_size is not None:
+        size = tuple(int(v) for v in input_size)
+        div = spec["preprocess"]["pad"]["size_divisibility"]
+        _require(len(size) == 2 and min(size) > 0 and (div == 0 or all(v % div == 0 for v in size)),
+                 f"input_size must be (height, width), multiples of {div} for this backbone; got {input_size}")
+    provenance = {"source": source, "framework": "centermask2", "meta_architecture": "CenterMask",
+                  **load_weights(module, weights)}
+    return DeployableModel(module, spec, provenance, batchable=False, input_size=size)
+
+
+def build(spec_path: str, weights: Optional[str] = None, **options) -> DeployableModel:
+    """ModelSource entry point: a centermask2 YAML config (with `_BASE_` chain) and its checkpoint."""
+    return build_from_cfg(load_config(spec_path), weights, source=str(Path(spec_path)), **options)
+
+
+def _dig(d, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def claims(spec: str) -> bool:
+    """A YAML file whose `_BASE_`-resolved MODEL section names FCOS, CenterROIHeads, a VoVNet/FCOS
+    backbone, or carries centermask2-only sections (VOVNET, FCOS, MASKIOU_ON, ROI_MASKIOU_HEAD)."""
+    path = Path(spec)
+    if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
+        return False
+    try:
+        model = read_with_bases(path).get("MODEL")
+    except UserError:
+        return False
+    if not isinstance(model, dict):
+        return False
+    if any(_dig(model, k) in names for k, names in CENTERMASK_NAMES.items()):
+        return True
+    return any(k in model for k in CENTERMASK_KEYS)
+
+
+SOURCES.register("centermask2", ModelSource("centermask2", claims, build))
