@@ -229,3 +229,67 @@ def test_onnx_dynamic_size_matches_torch(checkpoint, tmp_path):
     np.testing.assert_allclose(got["scores"][j], want["scores"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(got["mask_probs"][j], want["mask_probs"], atol=1e-3, rtol=0)
     np.testing.assert_allclose(got["mask_scores"][j], want["mask_scores"], atol=1e-3, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- other configs (random weights)
+
+LITE_YAML = """
+MODEL:
+  META_ARCHITECTURE: GeneralizedRCNN
+  BACKBONE: {NAME: build_fcos_vovnet_fpn_backbone, FREEZE_AT: 0}
+  VOVNET: {CONV_BODY: V-19-slim-dw-eSE, OUT_FEATURES: [stage3, stage4, stage5]}
+  FPN: {IN_FEATURES: [stage3, stage4, stage5], OUT_CHANNELS: 128}
+  PROPOSAL_GENERATOR: {NAME: FCOS}
+  FCOS: {POST_NMS_TOPK_TEST: 50, NUM_CLS_CONVS: 2, NUM_BOX_CONVS: 2, INFERENCE_TH_TEST: %s}
+  MASK_ON: True
+  MASKIOU_ON: True
+  ROI_HEADS: {NAME: CenterROIHeads, IN_FEATURES: [p3, p4, p5]}
+  ROI_MASK_HEAD: {NAME: SpatialAttentionMaskHead, ASSIGN_CRITERION: ratio, NUM_CONV: 2, CONV_DIM: 128}
+  ROI_MASKIOU_HEAD: {NUM_CONV: 2, CONV_DIM: 128}
+INPUT: {MIN_SIZE_TEST: 600, MAX_SIZE_TEST: 1000}
+"""
+
+RPN_VOVNET_YAML = """
+MODEL:
+  META_ARCHITECTURE: GeneralizedRCNN
+  BACKBONE: {NAME: build_vovnet_fpn_backbone}
+  VOVNET: {CONV_BODY: V-19-slim-eSE, OUT_FEATURES: [stage2, stage3, stage4, stage5]}
+  FPN: {IN_FEATURES: [stage2, stage3, stage4, stage5]}
+  ANCHOR_GENERATOR: {SIZES: [[32], [64], [128], [256], [512]]}
+  RPN: {IN_FEATURES: [p2, p3, p4, p5, p6], PRE_NMS_TOPK_TEST: 1000, POST_NMS_TOPK_TEST: 100}
+  ROI_HEADS: {NAME: StandardROIHeads, IN_FEATURES: [p2, p3, p4, p5]}
+  ROI_BOX_HEAD: {NAME: FastRCNNConvFCHead, NUM_FC: 2, POOLER_RESOLUTION: 7}
+  MASK_ON: True
+"""
+
+
+def _run_random(tmp_path, text: str):
+    from vdeploy.frameworks import build_model, resolve
+
+    path = tmp_path / "model.yaml"
+    path.write_text(text)
+    assert resolve(str(path)).name == "centermask2"
+    torch.manual_seed(0)
+    dm = build_model(str(path), None)
+    images = torch.full((1, 3, 128, 160), 100.0) + torch.rand(1, 3, 128, 160) * 50
+    with torch.no_grad():
+        out = dm.module(images, torch.tensor([[120.0, 150.0]]))
+    return dm, out
+
+
+def test_lite_config_builds_and_runs(tmp_path):
+    dm, out = _run_random(tmp_path, LITE_YAML % 0.05)
+    assert dm.module.backbone.output_shape()["p7"].channels == 128
+    assert len(out) == 5 and 0 < out[0].shape[0] == out[3].shape[0] == out[4].shape[0] <= 50
+    assert out[3].shape[1:] == (28, 28)
+
+
+def test_no_detection_gives_empty_outputs(tmp_path):
+    _, out = _run_random(tmp_path, LITE_YAML % 1.01)  # no class probability passes the threshold
+    assert [tuple(t.shape) for t in out] == [(0, 4), (0,), (0,), (0, 28, 28), (0,)]
+
+
+def test_rpn_model_on_vovnet_builds_through_detectron2(tmp_path):
+    dm, out = _run_random(tmp_path, RPN_VOVNET_YAML)
+    assert dm.provenance["framework"] == "centermask2" and dm.provenance["meta_architecture"] == "GeneralizedRCNN"
+    assert type(dm.module.backbone.bottom_up).__name__ == "VoVNet" and len(out) == 4

@@ -81,3 +81,15 @@ def test_torchvision_paste_matches_torchvision():
     want = paste_masks_in_image(torch.from_numpy(masks)[:, None], torch.from_numpy(boxes), (240, 320), padding=1)[:, 0].numpy()
     got = paste_masks_torchvision(masks, boxes, 240, 320, threshold=0.5)
     assert ((want > 0.5) != got).sum() <= 3  # float summation order differs; thresholding at 0.5 may flip a pixel
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_logit_resize_matches_torch_interpolate(align_corners):
+    torch = pytest.importorskip("torch")
+    from vdeploy.runtime.postprocess import resize_bilinear_chw
+
+    x = np.random.default_rng(0).normal(0, 5, (150, 33, 47)).astype(np.float32)  # more channels than OpenCV takes at once
+    want = torch.nn.functional.interpolate(torch.from_numpy(x)[None], size=(70, 101), mode="bilinear",
+                                           align_corners=align_corners)[0].numpy()
+    # OpenCV computes its interpolation weights in lower precision: ~1e-5 relative
+    np.testing.assert_allclose(resize_bilinear_chw(x, 70, 101, align_corners), want, rtol=1e-4, atol=1e-4)

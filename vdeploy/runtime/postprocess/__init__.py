@@ -49,9 +49,8 @@ def detection(raw, meta, spec) -> Prediction:
 
 @POSTPROCESSORS.register("semantic_segmentation")
 def semantic_segmentation(raw, meta, spec) -> Prediction:
-    """Logits over the fed image -> crop the valid region -> bilinear to the original -> argmax."""
-    import cv2
-
+    """Logits over the fed image -> crop the valid region -> bilinear to the original -> argmax
+    (MMSegmentation's postprocess_result; ties go to the lowest class index)."""
     h, w = meta["orig_hw"]
     logits = raw[spec["outputs"][0]["name"]]
     logits = logits[0] if logits.ndim == 4 else logits
@@ -62,13 +61,32 @@ def semantic_segmentation(raw, meta, spec) -> Prediction:
     # the logits may be at a stride of the input; map the valid region proportionally
     ph, pw = meta.get("padded_hw", (vh, vw))
     ch, cw = int(round(lh * vh / ph)), int(round(lw * vw / pw))
-    x = np.ascontiguousarray(logits[:, :ch, :cw].transpose(1, 2, 0), dtype=np.float32)
+    x = np.ascontiguousarray(logits[:, :ch, :cw], dtype=np.float32)
     if (ch, cw) != (h, w):
-        # cv2 splits >512 channels poorly; resize in chunks of channels
-        chunks = [cv2.resize(x[:, :, i:i + 256], (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
-                  for i in range(0, x.shape[2], 256)]
-        x = np.concatenate(chunks, axis=2)
-    return Prediction(spec["task"], (h, w), label_map=x.argmax(axis=2).astype(np.int32))
+        x = resize_bilinear_chw(x, h, w, spec["postprocess"].get("align_corners", False))
+    return Prediction(spec["task"], (h, w), label_map=x.argmax(axis=0).astype(np.int32))
+
+
+def resize_bilinear_chw(x: np.ndarray, h: int, w: int, align_corners: bool) -> np.ndarray:
+    """C x h x w -> C x H x W, PyTorch's bilinear semantics for either align_corners."""
+    import cv2
+
+    if not align_corners:
+        # half-pixel bilinear == cv2 INTER_LINEAR on float32; OpenCV takes at most 128 channels a call
+        hwc = x.transpose(1, 2, 0)
+        parts = [cv2.resize(np.ascontiguousarray(hwc[:, :, i:i + 128]), (w, h), interpolation=cv2.INTER_LINEAR)
+                 .reshape(h, w, -1) for i in range(0, hwc.shape[2], 128)]
+        return np.concatenate(parts, axis=2).transpose(2, 0, 1)
+
+    def taps(out_n: int, in_n: int):
+        src = np.arange(out_n, dtype=np.float64) * ((in_n - 1) / (out_n - 1) if out_n > 1 else 0.0)
+        i0 = np.minimum(np.floor(src).astype(np.int64), in_n - 1)
+        return i0, np.minimum(i0 + 1, in_n - 1), (src - i0).astype(np.float32)
+
+    y0, y1, fy = taps(h, x.shape[1])
+    x0, x1, fx = taps(w, x.shape[2])
+    rows = x[:, y0] * (1 - fy)[None, :, None] + x[:, y1] * fy[None, :, None]
+    return rows[:, :, x0] * (1 - fx)[None, None, :] + rows[:, :, x1] * fx[None, None, :]
 
 
 @POSTPROCESSORS.register("embedding")
