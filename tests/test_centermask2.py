@@ -148,7 +148,8 @@ def test_spec_and_provenance(stages):
     dm = stages[0]
     assert dm.spec["task"] == "instance_segmentation" and len(dm.spec["classes"]) == 80
     assert [o["name"] for o in dm.spec["outputs"]] == ["boxes", "scores", "classes", "mask_probs", "mask_scores"]
-    assert dm.spec["preprocess"]["resize"]["min_size"] == 800 and dm.spec["preprocess"]["pad"]["size_divisibility"] == 32
+    pre = dm.spec["preprocess"]
+    assert pre["resize"]["min_size"] == 800 and pre["pad"]["size_divisibility"] == 32
     assert dm.provenance["framework"] == "centermask2" and dm.provenance["weights_sha256"]
 
 

@@ -27,8 +27,7 @@ from ..models.detectron2.mask_head import MaskRCNNConvUpsampleHead
 from ..models.detectron2.poolers import POOLER_TYPES, ROIPooler
 from ..models.detectron2.registry import BACKBONES, ShapeSpec
 from . import SOURCES, ModelSource
-from .detectron2.build import (build_from_config, detection_spec, get, load_weights, mask_resolution,
-                               resnet_from_cfg)
+from .detectron2.build import build_from_config, detection_spec, get, load_weights, resnet_from_cfg
 from .detectron2.config import load_config as load_detectron2_config
 from .detectron2.config import read_with_bases
 

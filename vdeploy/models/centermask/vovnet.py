@@ -32,10 +32,10 @@ _FULL = dict(stage_conv_ch=(128, 160, 192, 224), stage_out_ch=(256, 512, 768, 10
 _SLIM = dict(stage_conv_ch=(64, 80, 96, 112), stage_out_ch=(112, 256, 384, 512))
 # centermask2's MODEL.VOVNET.CONV_BODY names. Every variant has eSE on every OSA module.
 VOVNET_SPECS = {
-    "V-19-slim-dw-eSE": VoVNetSpec((64, 64, 64), layer_per_block=3, block_per_stage=(1, 1, 1, 1), depthwise=True, **_SLIM),
-    "V-19-dw-eSE": VoVNetSpec((64, 64, 64), layer_per_block=3, block_per_stage=(1, 1, 1, 1), depthwise=True, **_FULL),
-    "V-19-slim-eSE": VoVNetSpec((64, 64, 128), layer_per_block=3, block_per_stage=(1, 1, 1, 1), depthwise=False, **_SLIM),
-    "V-19-eSE": VoVNetSpec((64, 64, 128), layer_per_block=3, block_per_stage=(1, 1, 1, 1), depthwise=False, **_FULL),
+    "V-19-slim-dw-eSE": VoVNetSpec((64, 64, 64), layer_per_block=3, block_per_stage=(1,) * 4, depthwise=True, **_SLIM),
+    "V-19-dw-eSE": VoVNetSpec((64, 64, 64), layer_per_block=3, block_per_stage=(1,) * 4, depthwise=True, **_FULL),
+    "V-19-slim-eSE": VoVNetSpec((64, 64, 128), layer_per_block=3, block_per_stage=(1,) * 4, depthwise=False, **_SLIM),
+    "V-19-eSE": VoVNetSpec((64, 64, 128), layer_per_block=3, block_per_stage=(1,) * 4, depthwise=False, **_FULL),
     "V-39-eSE": VoVNetSpec((64, 64, 128), layer_per_block=5, block_per_stage=(1, 1, 2, 2), depthwise=False, **_FULL),
     "V-57-eSE": VoVNetSpec((64, 64, 128), layer_per_block=5, block_per_stage=(1, 1, 4, 3), depthwise=False, **_FULL),
     "V-99-eSE": VoVNetSpec((64, 64, 128), layer_per_block=5, block_per_stage=(1, 3, 9, 3), depthwise=False, **_FULL),

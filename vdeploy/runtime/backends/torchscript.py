@@ -24,6 +24,10 @@ class TorchScriptBackend(Backend):
 
         if self.threads:
             torch.set_num_threads(int(self.threads))
+        try:  # registers torchvision::nms / roi_align, which detector graphs call
+            import torchvision  # noqa: F401
+        except ImportError:
+            pass
         path = self.model_path()
         try:
             with warnings.catch_warnings():
