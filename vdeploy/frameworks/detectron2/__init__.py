@@ -1,7 +1,7 @@
 """detectron2 configs as a model source: GeneralizedRCNN (Faster/Mask R-CNN, cascade) and RetinaNet.
 
-A YAML file is claimed when its `_BASE_` chain is a detectron2 config: MODEL.META_ARCHITECTURE
-GeneralizedRCNN or RetinaNet and none of the keys that mark centermask2 or fast-reid configs
+A YAML file is claimed when its `_BASE_` chain (as written, before defaults) is a detectron2 config:
+a MODEL section, MODEL.META_ARCHITECTURE GeneralizedRCNN (the default) or RetinaNet and none of the keys that mark centermask2 or fast-reid configs
 (those detectron2-style frameworks are asked first, but the claim stands on its own).
 """
 from __future__ import annotations
@@ -30,14 +30,15 @@ def _claims(spec: str) -> bool:
     if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
         return False
     from ...errors import UserError
-    from .config import load_config
+    from .config import read_with_bases
 
-    try:
-        cfg = load_config(str(path))
+    try:  # the file and its _BASE_ chain as written: defaults would make any YAML look like one
+        raw = read_with_bases(str(path))
     except UserError:
         return False
-    model = cfg.get("MODEL") if isinstance(cfg, dict) else None
-    if not isinstance(model, dict) or model.get("META_ARCHITECTURE") not in META_ARCHITECTURES:
+    model = raw.get("MODEL") if isinstance(raw, dict) else None
+    # detectron2's default META_ARCHITECTURE is GeneralizedRCNN.
+    if not isinstance(model, dict) or model.get("META_ARCHITECTURE", "GeneralizedRCNN") not in META_ARCHITECTURES:
         return False
     if any(_dig(model, k) is not None for k in FOREIGN_MODEL_KEYS):
         return False
