@@ -57,6 +57,24 @@ def _capped(count, cap: int):
 
 
 class RetinaNet(nn.Module):
+    """Normalise -> backbone (FPN P3-P7) -> shared head -> per-level candidates -> class-wise NMS.
+
+    Args:
+        backbone: returns a dict of named feature maps; head: RetinaNetHead;
+        anchors: AnchorGenerator over `head_in_features` (p3..p7).
+        box_transform: Box2BoxTransform with MODEL.RETINANET.BBOX_REG_WEIGHTS.
+        pixel_mean, pixel_std: per-channel normalisation in the input's colour order.
+        score_thresh, topk_candidates (per level), nms_thresh, max_detections: test-time selection.
+
+    forward(images [1, 3, H, W] raw 0-255 pixels, padded with the pixel mean) -> boxes [N, 4],
+    scores [N], classes [N] int64, by decreasing score.
+    """
+
+    # RetinaNet needs no valid-region information (detectron2 neither clips nor masks before
+    # post-processing), and the ONNX exporter drops unused inputs: an exported graph has no
+    # `im_info`, so the deploy spec must list `images` only.
+    takes_im_info = False
+
     def __init__(self, *, backbone: nn.Module, head: RetinaNetHead, anchors: AnchorGenerator,
                  head_in_features: Sequence[str], num_classes: int,
                  box_transform: Box2BoxTransform, pixel_mean: Sequence[float],
@@ -79,11 +97,6 @@ class RetinaNet(nn.Module):
 
     def features(self, images: Tensor) -> dict[str, Tensor]:
         return self.backbone((images - self.pixel_mean) / self.pixel_std)
-
-    # RetinaNet needs no valid-region information (detectron2 neither clips nor masks before
-    # post-processing), so an exported graph has no `im_info` input: the ONNX exporter drops
-    # unused inputs. The spec must then list `images` only.
-    takes_im_info = False
 
     def forward(self, images: Tensor, im_info: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
         """im_info is accepted (and ignored) for the detectron2 graph contract."""

@@ -40,6 +40,8 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise corrupt_model(path, e) from None
         self._out = self.output_names
+        # The exporter drops inputs a graph never reads (RetinaNet has no use for im_info).
+        self._in = {i.name for i in self.session.get_inputs()}
 
     def _run(self, feed):
-        return self.session.run(self._out, feed)
+        return self.session.run(self._out, {k: v for k, v in feed.items() if k in self._in})

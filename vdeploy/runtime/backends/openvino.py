@@ -31,7 +31,9 @@ class OpenVinoBackend(Backend):
             raise corrupt_model(path, e) from None
         self.request = self.compiled.create_infer_request()
         self._outs = [self.compiled.output(n) for n in self.output_names]
+        # The exporter drops inputs a graph never reads (RetinaNet has no use for im_info).
+        self._in = {name for port in self.compiled.inputs for name in port.get_names()}
 
     def _run(self, feed):
-        res = self.request.infer(feed)
+        res = self.request.infer({k: v for k, v in feed.items() if k in self._in})
         return [res[o] for o in self._outs]
