@@ -26,9 +26,10 @@ class Tolerance:
 # Segmentation logits are O(10) and summed over many dilated 3x3 convolutions: engines differ by a
 # few 1e-3 absolute (~1e-4 of the logit scale) where the values cross zero, which rtol cannot cover.
 # Detection scores are classified from RoIAlign features sampled at those same boxes, and a cascade
-# chains three such stages: a few 1e-4 absolute on probabilities (1e-3 allowed).
+# chains three such stages: up to ~1e-3 absolute on probabilities. Box coordinates near 0 get no
+# help from rtol: 0.05 px absolute is far below the ~0.3 px shift that starts to cost COCO AP.
 DEFAULT_TOLERANCES = {"mask_probs": Tolerance(1e-3, 5e-2), "logits": Tolerance(1e-3, 1e-2),
-                      "scores": Tolerance(1e-3, 1e-3)}
+                      "scores": Tolerance(1e-3, 2e-3), "boxes": Tolerance(1e-3, 5e-2)}
 
 
 @dataclass
