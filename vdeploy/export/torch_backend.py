@@ -16,6 +16,7 @@ from ..runtime.backends.base import Backend
 class TorchEagerBackend(Backend):
     name = "torch"
     format = ""
+    requires = "torch"
 
     def __init__(self, bundle, *, deployable=None, **options):
         super().__init__(bundle, **options)

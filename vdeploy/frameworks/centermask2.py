@@ -27,7 +27,7 @@ from ..models.detectron2.mask_head import MaskRCNNConvUpsampleHead
 from ..models.detectron2.poolers import POOLER_TYPES, ROIPooler
 from ..models.detectron2.registry import BACKBONES, ShapeSpec
 from . import SOURCES, ModelSource
-from .detectron2.build import build_from_config, detection_spec, get, load_weights, resnet_from_cfg
+from .detectron2.build import build_from_config, detection_spec, fpn_from_cfg, get, load_weights, resnet_from_cfg
 from .detectron2.config import load_config as load_detectron2_config
 from .detectron2.config import read_with_bases
 
@@ -63,15 +63,6 @@ def vovnet_from_cfg(cfg: dict, in_channels: int) -> VoVNet:
         raise ConfigError(f"MODEL.VOVNET: {e}") from None
 
 
-def _fpn(cfg: dict, bottom_up, top_block) -> FPN:
-    f = get(cfg, "MODEL.FPN")
-    try:
-        return FPN(bottom_up, f["IN_FEATURES"], int(f["OUT_CHANNELS"]), norm=f["NORM"], top_block=top_block,
-                   fuse_type=f["FUSE_TYPE"])
-    except ValueError as e:
-        raise ConfigError(f"MODEL.FPN: {e}") from None
-
-
 def _fcos_top_block(cfg: dict):
     """P6 (and P7) from P5, as MODEL.FCOS.TOP_LEVELS asks."""
     levels, channels = int(get(cfg, "MODEL.FCOS.TOP_LEVELS")), int(get(cfg, "MODEL.FPN.OUT_CHANNELS"))
@@ -86,16 +77,16 @@ def build_vovnet_backbone(cfg: dict, in_channels: int) -> VoVNet:
 def build_vovnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
     from ..models.detectron2.fpn import LastLevelMaxPool
 
-    return _fpn(cfg, vovnet_from_cfg(cfg, in_channels), LastLevelMaxPool())
+    return fpn_from_cfg(cfg, vovnet_from_cfg(cfg, in_channels), LastLevelMaxPool())
 
 
 def build_fcos_vovnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
-    return _fpn(cfg, vovnet_from_cfg(cfg, in_channels), _fcos_top_block(cfg))
+    return fpn_from_cfg(cfg, vovnet_from_cfg(cfg, in_channels), _fcos_top_block(cfg))
 
 
 def build_fcos_resnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
     _require(not get(cfg, "MODEL.MOBILENET"), "MobileNetV2 backbones (MODEL.MOBILENET) are not supported")
-    return _fpn(cfg, resnet_from_cfg(cfg, in_channels), _fcos_top_block(cfg))
+    return fpn_from_cfg(cfg, resnet_from_cfg(cfg, in_channels), _fcos_top_block(cfg))
 
 
 for _builder in (build_vovnet_backbone, build_vovnet_fpn_backbone, build_fcos_vovnet_fpn_backbone,

@@ -57,7 +57,7 @@ def resnet_from_cfg(cfg: dict, in_channels: int, out_features: Optional[Sequence
         raise ConfigError(f"MODEL.RESNETS: {e}") from None
 
 
-def _fpn(cfg: dict, bottom_up: ResNet, top_block) -> FPN:
+def fpn_from_cfg(cfg: dict, bottom_up, top_block) -> FPN:
     f = get(cfg, "MODEL.FPN")
     try:
         return FPN(bottom_up, f["IN_FEATURES"], int(f["OUT_CHANNELS"]), norm=f["NORM"], top_block=top_block,
@@ -73,7 +73,7 @@ def build_resnet_backbone(cfg: dict, in_channels: int) -> ResNet:
 
 @BACKBONES.register("build_resnet_fpn_backbone")
 def build_resnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
-    return _fpn(cfg, resnet_from_cfg(cfg, in_channels), LastLevelMaxPool())
+    return fpn_from_cfg(cfg, resnet_from_cfg(cfg, in_channels), LastLevelMaxPool())
 
 
 @BACKBONES.register("build_retinanet_resnet_fpn_backbone")
@@ -81,7 +81,7 @@ def build_retinanet_resnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
     bottom_up = resnet_from_cfg(cfg, in_channels)
     c5 = bottom_up.output_shape().get("res5")
     _require(c5 is not None, "RetinaNet's FPN needs res5 among MODEL.RESNETS.OUT_FEATURES")
-    return _fpn(cfg, bottom_up, LastLevelP6P7(c5.channels, int(get(cfg, "MODEL.FPN.OUT_CHANNELS")), "res5"))
+    return fpn_from_cfg(cfg, bottom_up, LastLevelP6P7(c5.channels, int(get(cfg, "MODEL.FPN.OUT_CHANNELS")), "res5"))
 
 
 # --------------------------------------------------------------------------- proposal generator

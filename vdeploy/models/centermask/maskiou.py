@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..detectron2.resnet import Conv2d
-from .sag_mask import select_class
+from ..detectron2.mask_head import select_class
 
 
 class MaskIoUHead(nn.Module):

@@ -4,16 +4,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..detectron2.resnet import Conv2d, make_norm
-
-
-def select_class(per_class: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """per_class[i, classes[i]] for every row i (one entry per box: its predicted class)."""
-    rows = torch.ones_like(classes).cumsum(0) - 1  # arange(N) without reading a shape
-    return per_class[rows, classes]
+from ..detectron2.mask_head import MaskRCNNConvUpsampleHead
 
 
 class SpatialAttention(nn.Module):
@@ -30,7 +23,7 @@ class SpatialAttention(nn.Module):
         return x * self.conv(pooled).sigmoid()
 
 
-class SpatialAttentionMaskHead(nn.Module):
+class SpatialAttentionMaskHead(MaskRCNNConvUpsampleHead):
     """`mask_fcn1..N` (3x3 + norm + ReLU) -> spatial attention -> `deconv` (2x2/2 + ReLU) -> `predictor` (1x1).
 
     Args:
@@ -44,24 +37,9 @@ class SpatialAttentionMaskHead(nn.Module):
 
     def __init__(self, in_channels: int, *, conv_dims: Sequence[int], conv_dim: int, num_classes: int,
                  cls_agnostic: bool = False, conv_norm: str = ""):
-        super().__init__()
-        self._convs = []
-        channels = in_channels
-        for k, dim in enumerate(conv_dims, start=1):
-            conv = Conv2d(channels, dim, 3, padding=1, bias=conv_norm == "", norm=make_norm(conv_norm, dim),
-                          activation=True)
-            self.add_module(f"mask_fcn{k}", conv)
-            self._convs.append(conv)
-            channels = dim
+        super().__init__(in_channels, conv_dims=conv_dims, deconv_dim=conv_dim, num_classes=num_classes,
+                         cls_agnostic=cls_agnostic, conv_norm=conv_norm)
         self.spatialAtt = SpatialAttention()
-        self.deconv = nn.ConvTranspose2d(channels, conv_dim, kernel_size=2, stride=2)
-        self.cls_agnostic = cls_agnostic
-        self.predictor = nn.Conv2d(conv_dim, 1 if cls_agnostic else num_classes, 1)
 
-    def forward(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        for conv in self._convs:
-            x = conv(x)
-        logits = self.predictor(F.relu(self.deconv(self.spatialAtt(x))))
-        if self.cls_agnostic:
-            return logits[:, 0].sigmoid()
-        return select_class(logits, classes).sigmoid()
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatialAtt(x)

@@ -39,12 +39,21 @@ class MaskRCNNConvUpsampleHead(nn.Module):
         self.cls_agnostic = cls_agnostic
         self.predictor = nn.Conv2d(deconv_dim, 1 if cls_agnostic else num_classes, 1)
 
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        """Hook between the convs and the deconv (CenterMask's SAG-Mask gates features here)."""
+        return x
+
     def forward(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         for conv in self._convs:
             x = conv(x)
-        logits = self.predictor(F.relu(self.deconv(x)))
+        logits = self.predictor(F.relu(self.deconv(self._attend(x))))
         if self.cls_agnostic:
             return logits[:, 0].sigmoid()
         # One mask per box: the channel of its predicted class.
-        rows = torch.ones_like(classes).cumsum(0) - 1  # arange(N) without reading a shape
-        return logits[rows, classes].sigmoid()
+        return select_class(logits, classes).sigmoid()
+
+
+def select_class(per_class: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """per_class[i, classes[i]] for every row i (one entry per box: its predicted class)."""
+    rows = torch.ones_like(classes).cumsum(0) - 1  # arange(N) without reading a shape
+    return per_class[rows, classes]

@@ -19,6 +19,7 @@ class Backend(ABC):
 
     name: str = ""
     format: str = ""  # the bundle format it reads ("onnx", "openvino", "torchscript"), "" for none
+    requires: str = ""  # the package the engine lives in
 
     def __init__(self, bundle, *, threads: int | None = None, device: str = "cpu", **options: Any):
         self.bundle = bundle
@@ -31,8 +32,13 @@ class Backend(ABC):
 
     @classmethod
     def available(cls) -> bool:
-        """Whether the engine can be imported here."""
-        return True
+        """Whether the engine's package is installed here (without importing it)."""
+        import importlib.util
+
+        try:
+            return not cls.requires or importlib.util.find_spec(cls.requires) is not None
+        except (ImportError, ValueError):  # a module blocked in sys.modules
+            return False
 
     def load(self) -> "Backend":
         if not self._loaded:

@@ -15,14 +15,7 @@ _DEVICE_PROVIDERS = {
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     format = "onnx"
-
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    requires = "onnxruntime"
 
     def _load(self) -> None:
         import onnxruntime as ort

@@ -6,14 +6,7 @@ from .base import Backend, corrupt_model
 class OpenVinoBackend(Backend):
     name = "openvino"
     format = "openvino"
-
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    requires = "openvino"
 
     def _load(self) -> None:
         import openvino as ov

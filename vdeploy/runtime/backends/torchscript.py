@@ -10,14 +10,7 @@ class TorchScriptBackend(Backend):
 
     name = "torchscript"
     format = "torchscript"
-
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    requires = "torch"
 
     def _load(self) -> None:
         import torch
