@@ -23,6 +23,7 @@ from ..models.centermask.meta_arch import CenterMask
 from ..models.centermask.sag_mask import SpatialAttentionMaskHead
 from ..models.centermask.vovnet import VOVNET_SPECS, VoVNet
 from ..models.detectron2.fpn import FPN, LastLevelP6P7
+from ..models.detectron2.letterbox import LetterboxCrop
 from ..models.detectron2.mask_head import MaskRCNNConvUpsampleHead
 from ..models.detectron2.poolers import POOLER_TYPES, ROIPooler
 from ..models.detectron2.registry import BACKBONES, ShapeSpec
@@ -215,6 +216,8 @@ def build_from_cfg(cfg: dict, weights: Optional[str] = None, *, source: str = ""
                  f"input_size must be (height, width), multiples of {div} for this backbone; got {input_size}")
     provenance = {"source": source, "framework": "centermask2", "meta_architecture": "CenterMask",
                   **load_weights(module, weights)}
+    if size is not None:
+        module = LetterboxCrop(module, spec["preprocess"]["pad"]["size_divisibility"]).eval()
     return DeployableModel(module, spec, provenance, batchable=False, input_size=size)
 
 

@@ -14,6 +14,7 @@ from ...errors import CheckpointError, ConfigError
 from ...models.base import DeployableModel
 from ...models.detectron2.coco_classes import COCO_CLASSES
 from ...models.detectron2.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+from ...models.detectron2.letterbox import LetterboxCrop
 from ...models.detectron2.mask_head import MaskRCNNConvUpsampleHead
 from ...models.detectron2.poolers import POOLER_TYPES, ROIPooler
 from ...models.detectron2.rcnn import GeneralizedRCNN
@@ -299,6 +300,8 @@ def build_from_config(cfg: dict, weights: Optional[str] = None, *, source: str =
         _require(len(size) == 2 and min(size) > 0 and (div == 0 or all(v % div == 0 for v in size)),
                  f"input_size must be (height, width), multiples of {div} for this backbone; got {input_size}")
     provenance = {"source": source, "framework": "detectron2", "meta_architecture": arch, **load_weights(module, weights)}
+    if size is not None:
+        module = LetterboxCrop(module, spec["preprocess"]["pad"]["size_divisibility"]).eval()
     return DeployableModel(module, spec, provenance, batchable=False, input_size=size)
 
 
