@@ -23,12 +23,12 @@ from ..models.centermask.meta_arch import CenterMask
 from ..models.centermask.sag_mask import SpatialAttentionMaskHead
 from ..models.centermask.vovnet import VOVNET_SPECS, VoVNet
 from ..models.detectron2.fpn import FPN, LastLevelP6P7
-from ..models.detectron2.letterbox import LetterboxCrop
 from ..models.detectron2.mask_head import MaskRCNNConvUpsampleHead
 from ..models.detectron2.poolers import POOLER_TYPES, ROIPooler
 from ..models.detectron2.registry import BACKBONES, ShapeSpec
 from . import SOURCES, ModelSource
-from .detectron2.build import build_from_config, detection_spec, fpn_from_cfg, get, load_weights, resnet_from_cfg
+from .detectron2.build import (build_from_config, detection_spec, fixed_input, fpn_from_cfg, get, load_weights,
+                               resnet_from_cfg)
 from .detectron2.config import load_config as load_detectron2_config
 from .detectron2.config import read_with_bases
 
@@ -208,16 +208,9 @@ def build_from_cfg(cfg: dict, weights: Optional[str] = None, *, source: str = ""
         return dm
     module = build_centermask(cfg).eval()
     spec = centermask_spec(cfg, module)
-    size = None
-    if input_size is not None:
-        size = tuple(int(v) for v in input_size)
-        div = spec["preprocess"]["pad"]["size_divisibility"]
-        _require(len(size) == 2 and min(size) > 0 and (div == 0 or all(v % div == 0 for v in size)),
-                 f"input_size must be (height, width), multiples of {div} for this backbone; got {input_size}")
     provenance = {"source": source, "framework": "centermask2", "meta_architecture": "CenterMask",
                   **load_weights(module, weights)}
-    if size is not None:
-        module = LetterboxCrop(module, spec["preprocess"]["pad"]["size_divisibility"]).eval()
+    module, size = fixed_input(module, spec, input_size)
     return DeployableModel(module, spec, provenance, batchable=False, input_size=size)
 
 

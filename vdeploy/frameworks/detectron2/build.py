@@ -293,16 +293,20 @@ def build_from_config(cfg: dict, weights: Optional[str] = None, *, source: str =
     module = META_ARCHS.get(arch)(cfg).eval()
     mask_on = bool(getattr(getattr(module, "roi_heads", None), "mask_on", False))
     spec = detection_spec(cfg, getattr(module.backbone, "size_divisibility", 0), mask_on)
-    size = None
-    if input_size is not None:
-        size = tuple(int(v) for v in input_size)
-        div = spec["preprocess"]["pad"]["size_divisibility"]
-        _require(len(size) == 2 and min(size) > 0 and (div == 0 or all(v % div == 0 for v in size)),
-                 f"input_size must be (height, width), multiples of {div} for this backbone; got {input_size}")
     provenance = {"source": source, "framework": "detectron2", "meta_architecture": arch, **load_weights(module, weights)}
-    if size is not None:
-        module = LetterboxCrop(module, spec["preprocess"]["pad"]["size_divisibility"]).eval()
+    module, size = fixed_input(module, spec, input_size)
     return DeployableModel(module, spec, provenance, batchable=False, input_size=size)
+
+
+def fixed_input(module, spec: dict, input_size: Optional[Sequence[int]]):
+    """(module, size) for a letterbox export at `input_size`, or (module, None) for a dynamic one."""
+    if input_size is None:
+        return module, None
+    size = tuple(int(v) for v in input_size)
+    div = spec["preprocess"]["pad"]["size_divisibility"]
+    _require(len(size) == 2 and min(size) > 0 and (div == 0 or all(v % div == 0 for v in size)),
+             f"input_size must be (height, width), multiples of {div} for this backbone; got {input_size}")
+    return LetterboxCrop(module, div).eval(), size
 
 
 def build(spec_path: str, weights: Optional[str] = None, **options) -> DeployableModel:
