@@ -93,3 +93,16 @@ def test_logit_resize_matches_torch_interpolate(align_corners):
                                            align_corners=align_corners)[0].numpy()
     # OpenCV computes its interpolation weights in lower precision: ~1e-5 relative
     np.testing.assert_allclose(resize_bilinear_chw(x, 70, 101, align_corners), want, rtol=1e-4, atol=1e-4)
+
+
+def test_an_empty_result_stays_empty_when_an_engine_pads_it_with_a_zero_score_row():
+    from vdeploy.runtime.compare import compare_detections
+
+    spec = {"task": "instance_segmentation", "postprocess": {"type": "detection", "paste": "detectron2"}}
+    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+             "classes": np.zeros(0, np.int64), "mask_probs": np.zeros((0, 28, 28), np.float32)}
+    padded = {"boxes": np.array([[-8e35, 0, -2e27, 0]], np.float32), "scores": np.zeros(1, np.float32),
+              "classes": np.zeros(1, np.int64), "mask_probs": np.full((1, 28, 28), 0.5, np.float32)}
+    meta = {"orig_hw": (40, 50), "resized_hw": (40, 50), "scale_xy": (1.0, 1.0)}
+    assert len(postprocess(padded, meta, spec)) == 0
+    assert all(r.passed for r in compare_detections(empty, padded, {}))

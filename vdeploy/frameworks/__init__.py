@@ -60,5 +60,15 @@ def resolve(spec: str) -> ModelSource:
 
 
 def build_model(spec: str, weights: Optional[str] = None, **options):
-    """Build the DeployableModel named by `spec` (config path or `torchvision:NAME`)."""
-    return resolve(spec).build(spec, weights, **options)
+    """Build the DeployableModel named by `spec` (config path or `torchvision:NAME`).
+
+    Construction runs under a fixed seed: a model built without weights (for trying things) is the
+    same model every time, so that the torch backend rebuilt from a bundle's provenance is the
+    model that was exported.
+    """
+    import torch
+
+    source = resolve(spec)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return source.build(spec, weights, **options)

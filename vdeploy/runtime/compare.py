@@ -88,8 +88,16 @@ def match_detections(ref: dict, got: dict, iou_threshold: float = 0.5) -> tuple[
     return np.array(ri, int), np.array(gi, int)
 
 
+def _scored(d: dict) -> dict:
+    """Rows with a positive score only: OpenVINO answers an empty result with one uninitialised row
+    of score 0, which the host postprocessing drops as well (detectron2's filter is `score > t`)."""
+    keep = d["scores"].reshape(-1) > 0
+    return {k: (v[keep] if k in DETECTION_OUTPUTS and v.shape[:1] == keep.shape else v) for k, v in d.items()}
+
+
 def compare_detections(ref: dict, got: dict, tolerances: dict[str, Tolerance],
                        max_unmatched: float = 0.02) -> list[OutputResult]:
+    ref, got = _scored(ref), _scored(got)
     ri, gi = match_detections(ref, got)
     n_ref, n_got = len(ref["scores"].reshape(-1)), len(got["scores"].reshape(-1))
     unmatched = max(n_ref - len(ri), n_got - len(gi))

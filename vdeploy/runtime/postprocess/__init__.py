@@ -31,7 +31,9 @@ def detection(raw, meta, spec) -> Prediction:
     if pp.get("clip", True):
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-    keep = scores >= pp.get("score_threshold", 0.0)
+    # strict, as detectron2's and torchvision's score filters are; a real detection never scores 0
+    # (OpenVINO answers an empty result with one uninitialised row of score 0)
+    keep = scores > pp.get("score_threshold", 0.0)
     if pp.get("drop_empty", True):
         keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     idx = np.nonzero(keep)[0]
