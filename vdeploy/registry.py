@@ -38,4 +38,17 @@ class Registry(Generic[T]):
         return sorted(self._items.items())
 
 
-__all__ = ["Registry", "Callable"]
+def import_present(modules) -> None:
+    """Import each module that exists; each registers itself. A module that is absent is skipped,
+    but an ImportError from inside one (a missing dependency) is a bug and propagates."""
+    import importlib
+
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+__all__ = ["Registry", "Callable", "import_present"]

@@ -6,7 +6,6 @@ rebuilt from the bundle's provenance (source config and weights).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..errors import BundleError

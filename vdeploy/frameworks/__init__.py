@@ -6,12 +6,11 @@ its name.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..errors import UserError
-from ..registry import Registry
+from ..registry import Registry, import_present
 
 
 @dataclass(frozen=True)
@@ -37,13 +36,7 @@ _MODULES = (
 
 
 def _load_all() -> None:
-    for mod in _MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            # A framework that is not written yet is simply absent; a missing dependency is a bug.
-            if e.name != mod:
-                raise
+    import_present(_MODULES)
 
 
 def resolve(spec: str) -> ModelSource:

@@ -28,7 +28,7 @@ from ..models.detectron2.poolers import POOLER_TYPES, ROIPooler
 from ..models.detectron2.registry import BACKBONES, ShapeSpec
 from . import SOURCES, ModelSource
 from .detectron2.build import (build_from_config, detection_spec, fixed_input, fpn_from_cfg, get, load_weights,
-                               resnet_from_cfg)
+                               resnet_from_cfg, same_channels)
 from .detectron2.config import load_config as load_detectron2_config
 from .detectron2.config import read_with_bases
 
@@ -97,18 +97,11 @@ for _builder in (build_vovnet_backbone, build_vovnet_fpn_backbone, build_fcos_vo
 
 # --------------------------------------------------------------------------- FCOS and heads
 
-def _same_channels(shapes: dict[str, ShapeSpec], features: Sequence[str], what: str) -> int:
-    _require(all(f in shapes for f in features), f"{what} {list(features)} are not backbone outputs {list(shapes)}")
-    channels = {shapes[f].channels for f in features}
-    _require(len(channels) == 1, f"{what} {list(features)} differ in channels")
-    return channels.pop()
-
-
 def fcos_from_cfg(cfg: dict, shapes: dict[str, ShapeSpec]) -> FCOS:
     f = get(cfg, "MODEL.FCOS")
     _require(not f["USE_DEFORMABLE"], "deformable FCOS towers (MODEL.FCOS.USE_DEFORMABLE) are not supported")
     in_features = list(f["IN_FEATURES"])
-    channels = _same_channels(shapes, in_features, "MODEL.FCOS.IN_FEATURES")
+    channels = same_channels(shapes, in_features, "MODEL.FCOS.IN_FEATURES")
     strides = [int(s) for s in f["FPN_STRIDES"]]
     _require(strides == [shapes[n].stride for n in in_features], f"MODEL.FCOS.FPN_STRIDES {strides} are not the "
              f"strides of {in_features} ({[shapes[n].stride for n in in_features]})")
@@ -139,7 +132,7 @@ def center_roi_heads_from_cfg(cfg: dict, shapes: dict[str, ShapeSpec]) -> Center
     in_features = list(get(cfg, "MODEL.ROI_HEADS.IN_FEATURES"))
     if not get(cfg, "MODEL.MASK_ON"):
         return CenterROIHeads(in_features)
-    channels = _same_channels(shapes, in_features, "MODEL.ROI_HEADS.IN_FEATURES")
+    channels = same_channels(shapes, in_features, "MODEL.ROI_HEADS.IN_FEATURES")
     num_classes = int(get(cfg, "MODEL.ROI_HEADS.NUM_CLASSES"))
     _require(num_classes == int(get(cfg, "MODEL.FCOS.NUM_CLASSES")), "MODEL.ROI_HEADS.NUM_CLASSES and "
              "MODEL.FCOS.NUM_CLASSES differ: the mask head must know the detector's classes")

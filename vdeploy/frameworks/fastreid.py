@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ..errors import CheckpointError, ConfigError, UserError
+from ..errors import CheckpointError, ConfigError
 from . import SOURCES, ModelSource
 
 DEFAULTS = Path(__file__).with_name("fastreid_defaults.yaml")

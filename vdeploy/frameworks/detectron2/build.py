@@ -6,11 +6,11 @@ other heads' builders (cascade, RetinaNet) reuse exactly the same readings of th
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ...errors import CheckpointError, ConfigError
+from ...registry import import_present
 from ...models.base import DeployableModel
 from ...models.detectron2.coco_classes import COCO_CLASSES
 from ...models.detectron2.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
@@ -96,17 +96,23 @@ def anchor_generator_from_cfg(cfg: dict, strides: Sequence[int]) -> AnchorGenera
         raise ConfigError(f"MODEL.ANCHOR_GENERATOR: {e}") from None
 
 
+def same_channels(shapes: dict[str, ShapeSpec], features: Sequence[str], what: str) -> int:
+    """The channel count the named backbone outputs share; ConfigError when one is missing or they differ."""
+    _require(all(f in shapes for f in features), f"{what} {list(features)} are not backbone outputs {list(shapes)}")
+    channels = {shapes[f].channels for f in features}
+    _require(len(channels) == 1, f"{what} {list(features)} differ in channels")
+    return channels.pop()
+
+
 @PROPOSAL_GENERATORS.register("RPN")
 def build_rpn(cfg: dict, shapes: dict[str, ShapeSpec]) -> RPN:
     r = get(cfg, "MODEL.RPN")
     _require(r["HEAD_NAME"] == "StandardRPNHead", f"RPN head {r['HEAD_NAME']!r} is not supported")
     in_features = list(r["IN_FEATURES"])
-    _require(all(f in shapes for f in in_features), f"RPN.IN_FEATURES {in_features} not in backbone {list(shapes)}")
-    channels = {shapes[f].channels for f in in_features}
-    _require(len(channels) == 1, "RPN input features must all have the same number of channels")
+    channels = same_channels(shapes, in_features, "MODEL.RPN.IN_FEATURES")
     anchors = anchor_generator_from_cfg(cfg, [shapes[f].stride for f in in_features])
     _require(len(set(anchors.num_anchors)) == 1, "RPN needs the same number of anchors on every level")
-    head = StandardRPNHead(channels.pop(), anchors.num_anchors[0], conv_dims=r.get("CONV_DIMS", [-1]))
+    head = StandardRPNHead(channels, anchors.num_anchors[0], conv_dims=r.get("CONV_DIMS", [-1]))
     return RPN(in_features, head, anchors, bbox_reg_weights=r["BBOX_REG_WEIGHTS"], nms_thresh=float(r["NMS_THRESH"]),
                pre_nms_topk=int(r["PRE_NMS_TOPK_TEST"]), post_nms_topk=int(r["POST_NMS_TOPK_TEST"]),
                min_box_size=float(get(cfg, "MODEL.PROPOSAL_GENERATOR.MIN_SIZE")))
@@ -156,8 +162,7 @@ def mask_head_from_cfg(cfg: dict, in_channels: int) -> MaskRCNNConvUpsampleHead:
 
 def _roi_in_features(cfg: dict, shapes: dict[str, ShapeSpec]) -> list[str]:
     in_features = list(get(cfg, "MODEL.ROI_HEADS.IN_FEATURES"))
-    _require(all(f in shapes for f in in_features), f"ROI_HEADS.IN_FEATURES {in_features} not in backbone {list(shapes)}")
-    _require(len({shapes[f].channels for f in in_features}) == 1, "ROI head input features differ in channels")
+    same_channels(shapes, in_features, "MODEL.ROI_HEADS.IN_FEATURES")
     return in_features
 
 
@@ -207,12 +212,7 @@ def build_generalized_rcnn(cfg: dict) -> GeneralizedRCNN:
 
 
 def _load_extra_builders() -> None:
-    for mod in _EXTRA_BUILDERS:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+    import_present(_EXTRA_BUILDERS)
 
 
 # --------------------------------------------------------------------------- spec

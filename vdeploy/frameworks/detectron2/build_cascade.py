@@ -9,7 +9,7 @@ from __future__ import annotations
 from ...errors import ConfigError
 from ...models.detectron2.cascade import CascadeROIHeads
 from ...models.detectron2.registry import ROI_HEADS, ShapeSpec
-from .build import box_head_from_cfg, fast_rcnn_from_cfg, get, mask_head_from_cfg, pooler_from_cfg
+from .build import box_head_from_cfg, fast_rcnn_from_cfg, get, mask_head_from_cfg, pooler_from_cfg, same_channels
 
 
 def cascade_stage_weights(cfg: dict) -> list[list[float]]:
@@ -35,13 +35,7 @@ def build_cascade_roi_heads(cfg: dict, shapes: dict[str, ShapeSpec]) -> CascadeR
         raise ConfigError("CascadeROIHeads needs MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG: True "
                           "(detectron2 supports only class-agnostic cascade regression)")
     in_features = list(get(cfg, "MODEL.ROI_HEADS.IN_FEATURES"))
-    missing = [f for f in in_features if f not in shapes]
-    if missing:
-        raise ConfigError(f"ROI_HEADS.IN_FEATURES {missing} are not backbone outputs {sorted(shapes)}")
-    channels = {shapes[f].channels for f in in_features}
-    if len(channels) != 1:
-        raise ConfigError("ROI head input features differ in channels")
-    channels = channels.pop()
+    channels = same_channels(shapes, in_features, "MODEL.ROI_HEADS.IN_FEATURES")
 
     heads, predictors = [], []
     for weights in cascade_stage_weights(cfg):

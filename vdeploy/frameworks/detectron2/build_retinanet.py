@@ -10,7 +10,7 @@ from ...errors import ConfigError
 from ...models.detectron2.box_ops import Box2BoxTransform
 from ...models.detectron2.registry import BACKBONES, META_ARCHS
 from ...models.detectron2.retinanet import RetinaNet, RetinaNetHead
-from .build import anchor_generator_from_cfg, get
+from .build import anchor_generator_from_cfg, get, same_channels
 
 
 @META_ARCHS.register("RetinaNet")
@@ -20,12 +20,7 @@ def build_retinanet(cfg: dict) -> RetinaNet:
     backbone = BACKBONES.get(get(cfg, "MODEL.BACKBONE.NAME"))(cfg, len(pixel_mean))
     shapes = backbone.output_shape()
     in_features = list(r["IN_FEATURES"])
-    missing = [f for f in in_features if f not in shapes]
-    if missing:
-        raise ConfigError(f"MODEL.RETINANET.IN_FEATURES {missing} are not backbone outputs {sorted(shapes)}")
-    channels = {shapes[f].channels for f in in_features}
-    if len(channels) != 1:
-        raise ConfigError("RetinaNet's input features must all have the same number of channels")
+    channels = same_channels(shapes, in_features, "MODEL.RETINANET.IN_FEATURES")
     if r.get("NORM", ""):
         raise ConfigError(f"MODEL.RETINANET.NORM {r['NORM']!r} is not supported (only '': no norm in the head)")
     anchors = anchor_generator_from_cfg(cfg, [shapes[f].stride for f in in_features])
@@ -36,7 +31,7 @@ def build_retinanet(cfg: dict) -> RetinaNet:
         raise ConfigError(f"MODEL.RETINANET.BBOX_REG_WEIGHTS must be 4 numbers, got {weights}")
 
     num_classes = int(r["NUM_CLASSES"])
-    head = RetinaNetHead(in_channels=channels.pop(), num_classes=num_classes, num_anchors=anchors.num_anchors[0],
+    head = RetinaNetHead(in_channels=channels, num_classes=num_classes, num_anchors=anchors.num_anchors[0],
                          num_convs=int(r["NUM_CONVS"]), prior_prob=float(r["PRIOR_PROB"]))
     return RetinaNet(backbone=backbone, head=head, anchors=anchors, head_in_features=in_features,
                      num_classes=num_classes, box_transform=Box2BoxTransform(weights),
