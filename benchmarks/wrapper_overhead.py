@@ -21,7 +21,7 @@ def main() -> int:
     import onnxruntime as ort
 
     from vdeploy.runtime.backends import create_backend
-    from vdeploy.runtime.bundle import load_bundle
+    from vdeploy.bundle import load_bundle
     from vdeploy.runtime.synthetic import synthetic_image
     from vdeploy.runtime.predictor import Predictor
 

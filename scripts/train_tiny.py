@@ -19,7 +19,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vdeploy.models.tiny import DET_SIZE, DET_STRIDE, TINY_MODELS, WEIGHTS_DIR  # noqa: E402
-from vdeploy.runtime.eval.synthetic import SHAPES, background, draw_shape, random_color, scene  # noqa: E402
+from vdeploy.eval.synthetic import SHAPES, background, draw_shape, random_color, scene  # noqa: E402
 
 STEPS = {"shapes_det": 900, "shapes_seg": 300, "shapes_cls": 500}
 

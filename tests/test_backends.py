@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from vdeploy.runtime.backends import BACKENDS, create_backend
+from vdeploy.runtime.backends import create_backend, entries
 from vdeploy.runtime.predictor import Predictor
 from vdeploy.runtime.synthetic import synthetic_image
 
 # "torch" rebuilds the eager model from provenance: it is the reference the others are compared with.
-EXPORTED = [b for b in BACKENDS if b != "torch"]
+EXPORTED = [e.name for e in entries() if e.format]
 
 
 @pytest.mark.parametrize("backend", EXPORTED)

@@ -12,9 +12,9 @@ pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from vdeploy.runtime.binio import from_bin, read_output, to_bin  # noqa: E402
-from vdeploy.runtime.bundle import load_bundle  # noqa: E402
-from vdeploy.runtime.eval.records import read_predictions, to_record  # noqa: E402
-from vdeploy.runtime.eval.synthetic import make_coco, make_semantic  # noqa: E402
+from vdeploy.bundle import load_bundle  # noqa: E402
+from vdeploy.eval.records import read_predictions, to_record  # noqa: E402
+from vdeploy.eval.synthetic import make_coco, make_semantic  # noqa: E402
 from vdeploy.runtime.io import read_image  # noqa: E402
 from vdeploy.runtime.predictor import Predictor  # noqa: E402
 

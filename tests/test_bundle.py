@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from vdeploy.errors import BundleError
-from vdeploy.runtime.bundle import load_bundle
+from vdeploy.bundle import load_bundle
 
 
 def _copy(bundle, tmp_path):

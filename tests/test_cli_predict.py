@@ -24,7 +24,7 @@ def test_predict_classification_writes_json_and_pictures(small_classifier_bundle
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "r.json").read_text())
     assert res[0]["file_name"] == "a.png" and len(res[0]["topk"]) == 5
-    assert cv2.imread(str(tmp_path / "vis" / "a.jpg")).shape == (120, 160, 3)
+    assert cv2.imread(str(tmp_path / "vis" / "a.png.jpg")).shape == (120, 160, 3)
 
 
 def test_unreadable_image_is_refused_and_output_kept(small_classifier_bundle, tmp_path):
@@ -32,7 +32,8 @@ def test_unreadable_image_is_refused_and_output_kept(small_classifier_bundle, tm
     bad.write_bytes(b"\x89PNG not really")
     out = tmp_path / "keep.json"
     out.write_text("{}")
-    r = run_cli("predict", small_classifier_bundle.path, _image(tmp_path), bad, "--out", out)
+    # --strict: the first bad image stops the run (without it, see test_no_output_lost.py)
+    r = run_cli("predict", small_classifier_bundle.path, _image(tmp_path), bad, "--out", out, "--strict")
     assert r.returncode == 2
     assert "bad.png: not a decodable image" in r.stderr and "Traceback" not in r.stderr
     assert out.read_text() == "{}"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from vdeploy.errors import UserError
-from vdeploy.runtime.eval import DatasetOptions, detect_format, open_dataset
-from vdeploy.runtime.eval.datasets.semantic import transform_labels
-from vdeploy.runtime.eval.records import to_record
-from vdeploy.runtime.eval.synthetic import SHAPES, make_coco, make_imagefolder, make_market1501, make_semantic
+from vdeploy.eval import DatasetOptions, detect_format, open_dataset
+from vdeploy.eval.datasets.semantic import transform_labels
+from vdeploy.eval.records import to_record
+from vdeploy.eval.synthetic import SHAPES, make_coco, make_imagefolder, make_market1501, make_semantic
 from vdeploy.runtime.prediction import Prediction
 
 
@@ -163,3 +163,26 @@ def test_market1501_ids_junk_and_scoring(data):
         (data["market1501"] / "query" / "person.jpg").write_bytes(b"")
         open_dataset(data["market1501"])
     (data["market1501"] / "query" / "person.jpg").unlink()
+
+
+@pytest.mark.parametrize("images,labels,split", [("img_dir", "ann_dir", "val"), ("images", "annotations", "validation"),
+                                                  ("img_dir", "ann_dir", None)])
+def test_mmsegmentation_layouts_are_read(tmp_path, images, labels, split):
+    import cv2
+
+    sub = split or ""
+    for stem in ("a", "b"):
+        (tmp_path / images / sub).mkdir(parents=True, exist_ok=True)
+        (tmp_path / labels / sub).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / images / sub / f"{stem}.jpg"), np.zeros((20, 30, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / labels / sub / f"{stem}.png"), np.ones((20, 30), np.uint8))
+    ds = open_dataset(tmp_path, None, DatasetOptions())
+    assert ds.format == "semantic" and [s.key for s in ds.samples] == ["a", "b"]
+    assert ds.load_label("a", (20, 30)).max() == 1
+
+
+def test_mmsegmentation_layout_with_an_unknown_split_names_the_splits(tmp_path):
+    (tmp_path / "img_dir" / "train").mkdir(parents=True)
+    (tmp_path / "ann_dir" / "train").mkdir(parents=True)
+    with pytest.raises(UserError, match="give --split .*train"):
+        open_dataset(tmp_path, None, DatasetOptions())

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from vdeploy.errors import UserError
-from vdeploy.runtime.eval.metrics.classification import topk_accuracy
-from vdeploy.runtime.eval.metrics.coco import coco_ap
-from vdeploy.runtime.eval.metrics.reid import cosine_distance, rank_metrics
-from vdeploy.runtime.eval.metrics.segmentation import confusion, segmentation_metrics
+from vdeploy.runtime.metrics.classification import topk_accuracy
+from vdeploy.runtime.metrics.coco import coco_ap
+from vdeploy.runtime.metrics.reid import cosine_distance, rank_metrics
+from vdeploy.runtime.metrics.segmentation import confusion, segmentation_metrics
 
 
 def _rle(mask):
@@ -122,3 +122,28 @@ def test_topk():
     ranked = [[2, 0, 1], [0, 1, 2], [1, 2, 0]]
     m = topk_accuracy(ranked, [2, 1, 0], ks=(1, 2, 3))
     assert m == {"top-1": pytest.approx(1 / 3), "top-2": pytest.approx(2 / 3), "top-3": 1.0}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_coco_per_category_ap_scores_each_category_alone(fast):
+    from vdeploy.runtime.metrics.coco import coco_eval
+
+    gt = _coco_gt()
+    # category 3 found perfectly, category 7 not at all
+    dts = [{"image_id": a["image_id"], "category_id": 3, "bbox": a["bbox"], "score": 0.9}
+           for a in gt["annotations"] if a["category_id"] == 3]
+    summary, per_category = coco_eval(gt, dts, ("bbox",), prefer_fast=fast)
+    assert per_category["bbox"] == {3: pytest.approx(1.0), 7: pytest.approx(0.0)}
+    assert summary["bbox/AP"] == pytest.approx(0.5)
+
+
+def test_eval_report_shows_per_category_ap_in_detectron2_layout():
+    from vdeploy.eval.report import to_markdown
+
+    report = {"model": "m", "dataset": {"format": "coco"}, "limit": None, "backends": {"onnxruntime": {"bbox/AP": 0.5}},
+              "difference_to_first": {}, "speed": {}, "notes": {},
+              "tables": {"onnxruntime": {"per-category bbox AP (%)": {n: {"AP": v} for n, v in
+                                                                      [("person", 50.0), ("car", 12.5), ("dog", None), ("cat", 1.0)]}}}}
+    md = to_markdown(report)
+    assert "| category | AP | category | AP | category | AP |" in md
+    assert "| person | 50.000 | car | 12.500 | dog | nan |" in md and "| cat | 1.000 |  |  |  |  |" in md

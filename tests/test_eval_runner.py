@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from vdeploy.errors import UserError
-from vdeploy.runtime.eval import build_report, evaluate, open_dataset, write_report
-from vdeploy.runtime.eval.synthetic import SHAPES, make_coco
+from vdeploy.eval import build_report, evaluate, open_dataset, write_report
+from vdeploy.eval.synthetic import SHAPES, make_coco
 from vdeploy.runtime.prediction import Prediction
 from vdeploy.runtime.preprocess import Prepared
 

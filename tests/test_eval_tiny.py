@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("torch")
 
 from vdeploy.models.tiny import default_weights  # noqa: E402
-from vdeploy.runtime.eval.synthetic import make_coco, make_imagefolder, make_semantic  # noqa: E402
+from vdeploy.eval.synthetic import make_coco, make_imagefolder, make_semantic  # noqa: E402
 
 
 def vd(*args, check=True, **kw):

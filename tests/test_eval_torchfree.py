@@ -5,10 +5,10 @@ import sys
 CODE = """
 import sys
 sys.modules["torch"] = None  # any import of torch now fails
-import vdeploy.runtime, vdeploy.runtime.binio, vdeploy.runtime.eval
-from vdeploy.runtime.eval.datasets import _load_all
+import vdeploy.runtime, vdeploy.runtime.binio, vdeploy.eval
+from vdeploy.eval.datasets import _load_all
 _load_all()
-import vdeploy.runtime.eval.synthetic, vdeploy.runtime.eval.report
+import vdeploy.eval.synthetic, vdeploy.eval.report
 import vdeploy.cli.eval, vdeploy.cli.to_bin, vdeploy.cli.from_bin
 from vdeploy.cli import build_parser
 build_parser()

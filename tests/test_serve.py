@@ -19,8 +19,8 @@ cv2 = pytest.importorskip("cv2")
 
 from vdeploy.runtime.prediction import Prediction  # noqa: E402
 from vdeploy.runtime.preprocess import Prepared  # noqa: E402
-from vdeploy.runtime.serve import BatchPolicy, ServeConfig, build_app  # noqa: E402
-from vdeploy.runtime.serve.names import is_valid_model_name  # noqa: E402
+from vdeploy.serve import BatchPolicy, ServeConfig, build_app  # noqa: E402
+from vdeploy.serve.names import is_valid_model_name  # noqa: E402
 
 
 class FakeDetector:

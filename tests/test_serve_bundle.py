@@ -19,7 +19,7 @@ from test_serve import Server, post  # noqa: E402
 
 def test_served_bundle_answers_like_the_predictor(small_classifier_bundle):
     from vdeploy.runtime.predictor import Predictor
-    from vdeploy.runtime.serve import BatchPolicy
+    from vdeploy.serve import BatchPolicy
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(70, 90), (100, 64), (64, 64)]]

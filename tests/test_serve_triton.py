@@ -124,7 +124,7 @@ def test_ensemble_steps_reproduce_the_predictor(small_classifier_bundle, tmp_pat
     import onnxruntime as ort
 
     from vdeploy.runtime.predictor import Predictor
-    from vdeploy.runtime.serve.triton_repo import write_triton_repository
+    from vdeploy.serve.triton_repo import write_triton_repository
 
     out = write_triton_repository(small_classifier_bundle, tmp_path / "repo", name="cls")
     pre = load_stage(out / "cls_preprocess", monkeypatch)
@@ -146,7 +146,7 @@ def test_ensemble_steps_reproduce_the_predictor(small_classifier_bundle, tmp_pat
 
 
 def test_an_undecodable_image_fails_its_request_only(small_classifier_bundle, tmp_path, monkeypatch):
-    from vdeploy.runtime.serve.triton_repo import write_triton_repository
+    from vdeploy.serve.triton_repo import write_triton_repository
 
     out = write_triton_repository(small_classifier_bundle, tmp_path / "repo", name="cls")
     pre = load_stage(out / "cls_preprocess", monkeypatch)

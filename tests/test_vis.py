@@ -20,8 +20,35 @@ def test_label_map_classification_and_embedding_pictures():
     lm = np.zeros((32, 16), np.int32)
     lm[16:] = 1
     seg = draw(img, Prediction("semantic_segmentation", (32, 16), label_map=lm), ["a", "b"])
-    assert seg.shape == img.shape and not np.array_equal(seg[0, 0], seg[31, 0])
+    # the overlay, then a legend of the classes present on the right
+    assert seg.shape[0] >= img.shape[0] and seg.shape[1] > img.shape[1] and not np.array_equal(seg[0, 0], seg[31, 0])
+    assert (seg[:, img.shape[1]:] < 255).any()
     cls = draw(img, Prediction("classification", (32, 16), probs=np.array([0.1, 0.9], np.float32)), ["a", "b"])
     assert cls.shape == img.shape and not np.array_equal(cls, img)
     emb = draw(img, Prediction("embedding", (32, 16), features=np.linspace(-1, 1, 64).astype(np.float32)), [])
     assert emb.shape[0] > img.shape[0] and emb.shape[1] >= img.shape[1]  # enlarged crop plus a strip of bars
+
+
+def _two_dets(scores):
+    return Prediction("detection", (120, 160), boxes=np.array([[10, 30, 60, 80], [12, 31, 62, 82]], np.float32),
+                      scores=np.array(scores, np.float32), classes=np.array([0, 1]))
+
+
+def test_detections_below_the_score_threshold_are_not_drawn():
+    img = np.zeros((120, 160, 3), np.uint8)
+    assert np.array_equal(draw(img, _two_dets([0.2, 0.1]), ["a", "b"], score_threshold=0.5), img)
+    assert not np.array_equal(draw(img, _two_dets([0.2, 0.1]), ["a", "b"], score_threshold=0.15), img)
+
+
+def test_tags_of_overlapping_detections_do_not_cover_each_other():
+    import cv2
+
+    from vdeploy.runtime.vis import label
+
+    img = np.zeros((120, 160, 3), np.uint8)
+    taken = []
+    label(img, "person 0.99", 10, 30, (0, 200, 0), taken)
+    label(img, "person 0.98", 12, 31, (0, 0, 200), taken)
+    (a, b) = taken
+    assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+    assert cv2.countNonZero(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)) > 0

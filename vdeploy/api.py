@@ -4,10 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
-
-
-def is_bundle(source: str) -> bool:
-    return (Path(source) / "deploy.json").is_file()
+from .runtime.sources import is_bundle  # noqa: F401  (re-exported: one definition)
 
 
 def open_predictor(source: str, weights: str | None = None, backend: str | None = None, *, input_size=None,

@@ -38,17 +38,13 @@ class Registry(Generic[T]):
         return sorted(self._items.items())
 
 
-def import_present(modules) -> None:
-    """Import each module that exists; each registers itself. A module that is absent is skipped,
-    but an ImportError from inside one (a missing dependency) is a bug and propagates."""
+def import_all(modules) -> None:
+    """Import each module; each registers itself. A module that fails to import (misspelt, or a
+    missing dependency) is an error, never a silent skip."""
     import importlib
 
     for mod in modules:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+        importlib.import_module(mod)
 
 
-__all__ = ["Registry", "Callable", "import_present"]
+__all__ = ["Registry", "Callable", "import_all"]

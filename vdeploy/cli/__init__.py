@@ -15,21 +15,21 @@ from ..errors import UserError
 
 COMMANDS = (
     "export", "verify", "predict", "bench", "flops", "publish", "config", "plot_logs",
-    "convert_weights", "eval", "to_bin", "from_bin", "serve", "export_triton",
+    "convert_weights", "eval", "make_dataset", "to_bin", "from_bin", "serve", "export_triton",
 )
 
 
 def _command_modules():
+    # every listed command must import: a misspelt or broken one is a bug, never a missing command
     for name in COMMANDS:
-        try:
-            yield importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
+        yield importlib.import_module(f"{__name__}.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="vdeploy", description="Export, verify, run, evaluate, benchmark and serve vision models.")
+    parser.add_argument("--version", action="version", version=f"vdeploy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)

@@ -23,20 +23,20 @@ def _default_backends(source: str) -> list[str]:
     import importlib.util
 
     from ..api import is_bundle
-    from ..runtime.backends import BACKEND_FORMAT
-    from ..runtime.bundle import load_bundle
+    from ..runtime.backends import runnable_backends
+    from ..bundle import load_bundle
 
     if not is_bundle(source):
         return ["torch"]
     bundle = load_bundle(source)
     names = ["torch"] if importlib.util.find_spec("torch") and bundle.meta.get("provenance", {}).get("source") else []
-    return names + [b for b, f in BACKEND_FORMAT.items() if f and f in bundle.formats]
+    return names + runnable_backends(bundle)
 
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..runtime.bench import BenchConfig, run_bench
-    from ..runtime.bench_report import plot_rows, print_rows
+    from ..bench.runner import BenchConfig, run_bench
+    from ..bench.report import plot_rows, print_rows
     from ..runtime.io import atomic_write_json
     from .common import expand_images, parse_list, parse_size
 

@@ -16,14 +16,17 @@ def add_arguments(p):
     p.add_argument("--out", metavar="DIR", help="keep predictions, report.md and report.json here; "
                                                 "a re-run with the same DIR resumes")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
-    p.add_argument("--format", dest="dataset_format", choices=("coco", "semantic", "market1501", "imagefolder"),
-                   help="dataset format (default: detected from SPEC)")
+    p.add_argument("--format", dest="dataset_format", metavar="NAME",
+                   help="dataset format, one of the registered ones (coco, semantic, market1501, imagefolder, ...); "
+                        "default: detected from SPEC")
     p.add_argument("--class-map", type=Path, metavar="FILE",
                    help="JSON {model class name or index: dataset category id or name}")
     p.add_argument("--images", type=Path, metavar="DIR", help="COCO: folder of the json's file_name entries")
     p.add_argument("--ignore-index", type=int, default=255, help="semantic: label value not scored (255)")
     p.add_argument("--label-transform", default="none", choices=("none", "cityscapes", "reduce_zero_label"),
                    help="semantic: map Cityscapes label ids to train ids, or ADE20K's 0=other")
+    p.add_argument("--split", help="semantic, MMSegmentation layouts (img_dir/<split>, ann_dir/<split>): the split "
+                                   "(default: val, validation or test, whichever is there)")
     p.add_argument("--predictions", type=Path, action="append", default=[], metavar="FILE",
                    help="also score saved predictions (from-bin results, predict output); repeatable")
     p.add_argument("--weights", help="checkpoint for a model spec")
@@ -33,22 +36,22 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..runtime.eval import DatasetOptions, build_report, check_task, evaluate, open_dataset, print_table, write_report
+    from ..eval import DatasetOptions, build_report, check_task, evaluate, open_dataset, print_table, write_report
     from .common import is_bundle, open_predictor, parse_list
 
     if args.limit is not None and args.limit <= 0:
         raise UserError("--limit must be a positive number of images")
     options = DatasetOptions(class_map=args.class_map, images_dir=args.images, ignore_index=args.ignore_index,
-                             label_transform=args.label_transform)
+                             label_transform=args.label_transform, split=args.split)
     dataset = open_dataset(args.dataset, args.dataset_format, options)
     probe = None
     if is_bundle(args.source):
-        from ..runtime.backends import BACKEND_FORMAT
-        from ..runtime.bundle import load_bundle
+        from ..runtime.backends import runnable_backends
+        from ..bundle import load_bundle
 
         bundle = load_bundle(args.source)
         task, classes, model_id = bundle.task, bundle.classes, f"bundle:{bundle.meta['digest']}"
-        default = [b for b, f in BACKEND_FORMAT.items() if f in bundle.formats]
+        default = runnable_backends(bundle)
     else:
         probe = open_predictor(args.source, args.weights, "torch")
         task, classes, model_id = probe.task, probe.classes, f"{args.source}|{args.weights}"

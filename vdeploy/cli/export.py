@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from .verify import add_gate_argument
+
 NAME = "export"
 HELP = "Export a model to a bundle (onnx, openvino, torchscript) and verify it against PyTorch."
 
@@ -15,12 +17,14 @@ def add_arguments(p):
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--slim", action="store_true", help="simplify the ONNX graph with onnxslim")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
+    add_gate_argument(p)
     p.add_argument("--images", nargs="*", default=[], help="photos to verify on (besides synthetic ones)")
 
 
 def run(args) -> int:
     from ..export import export_bundle
     from ..frameworks import build_model
+    from ..runtime.tasks import get_task, parse_gate_options
     from .common import expand_images, parse_list, parse_size
 
     size = parse_size(args.input_size)
@@ -29,8 +33,11 @@ def run(args) -> int:
         from ..errors import UserError
 
         raise UserError(f"{args.model} only runs at a fixed size {dm.input_size}; --dynamic does not apply")
+    gates = parse_gate_options(args.gate)
+    get_task(dm.spec["task"]).resolve_gates(gates)  # an unknown gate fails before any export work
     images = expand_images(args.images) if args.images else []
     bundle = export_bundle(dm, args.out, parse_list(args.format), input_size=size, opset=args.opset,
-                           slim=args.slim, verify=not args.no_verify, verify_images=images)
+                           slim=args.slim, verify=not args.no_verify, verify_images=images,
+                           gates=gates)
     print(f"bundle written: {bundle.path} ({', '.join(bundle.formats)})")
     return 0

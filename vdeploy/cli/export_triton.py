@@ -14,8 +14,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..runtime.bundle import load_bundle
-    from ..runtime.serve.triton_repo import write_triton_repository
+    from ..bundle import load_bundle
+    from ..serve.triton_repo import write_triton_repository
 
     if args.max_batch_size < 1 or args.max_delay_us < 0:
         raise UserError("--max-batch-size must be at least 1 and --max-delay-us not negative")

@@ -18,7 +18,7 @@ def add_arguments(p):
 def run(args) -> int:
     from ..errors import UserError
     from ..runtime.binio import from_bin
-    from ..runtime.bundle import load_bundle
+    from ..bundle import load_bundle
 
     dtypes = {}
     for item in args.dtype:

@@ -12,6 +12,9 @@ def add_arguments(parser) -> None:
                         help="comma-separated scalars to plot, e.g. total_loss,mIoU (a key also matches "
                              "the last part of a/b or a.b names: mIoU finds sem_seg/mIoU)")
     parser.add_argument("--out", default="curves.png", help="PNG to write (default curves.png)")
+    parser.add_argument("--legend", nargs="+", metavar="NAME",
+                        help="curve names: one per log, or one per log and key (log-major, as MMSegmentation's "
+                             "analyze_logs takes them); default: the file names")
 
 
 def run(args) -> int:
@@ -34,7 +37,7 @@ def run(args) -> int:
     if not data.series:
         raise UserError("nothing to plot: none of the keys was found in any log")
 
-    render_png(data.series, keys, args.out)
+    render_png(data.series, keys, args.out, legend=args.legend, paths=[log.path for log in data.logs])
     table = Table("key", "points", "steps", "last", "min", "max")
     table.add_column("log", overflow="fold")
     for s in data.series:

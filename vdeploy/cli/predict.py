@@ -1,60 +1,160 @@
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 from pathlib import Path
 
 NAME = "predict"
 HELP = "Run a bundle (or a model spec through PyTorch) on images and write the results."
 
+NAMING = """\
+Output names: every image is named by its path under the folder argument it came from (a file
+argument: its file name). When the images come from more than one folder, each name starts with
+that folder's name (`a/x.png`, `b/x.png`; two folders of the same name get `imgs`, `imgs-2`).
+The name is the `file_name` in the JSON results, and the other outputs add their own suffix to it,
+keeping the image's: label maps NAME.png, embeddings NAME.npy, drawings NAME.jpg (so x.png and
+x.jpg give x.png.png and x.jpg.png). An image that cannot be read is reported and skipped; the
+others are written and the exit status is 1 (--strict: stop at the first one, exit 2).
+"""
+
 
 def add_arguments(p):
+    import argparse
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = NAMING
     p.add_argument("source", help="bundle folder, config file, or torchvision:NAME")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--weights", help="checkpoint for a model spec")
     p.add_argument("--backend", help="onnxruntime, openvino, torchscript or torch (default: the bundle's first)")
-    p.add_argument("--out", required=True, help="results file (.json) or folder (label maps, embeddings)")
-    p.add_argument("--save-vis", metavar="DIR", help="also draw the predictions into DIR")
+    p.add_argument("--out", required=True,
+                   help="results file (.json) or folder (label maps NAME.png, embeddings NAME.npy)")
+    p.add_argument("--save-vis", metavar="DIR", help="also draw the predictions into DIR (NAME.jpg)")
+    p.add_argument("--score-thr", type=float, metavar="S",
+                   help="--save-vis: draw the detections scoring at least S (default 0.5); results keep them all")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first image that cannot be read (default: skip it, exit 1 at the end)")
     p.add_argument("--input-size", help="fixed HxW letterbox input for a model spec")
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="cpu")
 
 
-def run(args) -> int:
-    from ..runtime.io import atomic_save_npy, atomic_write_image, atomic_write_json, read_image
-    from ..runtime.results import classification_result, to_coco_results
-    from .common import expand_images, open_predictor, parse_size
+def named_images(items) -> list[tuple[Path, str]]:
+    """(image path, output name) for the image arguments, each image once; see NAMING."""
+    from ..errors import UserError
+    from .common import expand_images
 
-    images = expand_images(args.images)
+    for it in items:
+        if not Path(it).exists():
+            raise UserError(f"{it}: no such image file")
+    folders = [Path(it) for it in items if Path(it).is_dir()]
+    seen, rows = set(), []  # rows: (path, root, path under root)
+    for path in expand_images(items):
+        key = path.resolve()
+        if key in seen:  # `predict a a/x.png`: one input, one output
+            continue
+        seen.add(key)
+        # expand_images lists a folder's images as paths under that folder, so a lexical test finds it
+        root = next((f for f in folders if path.is_relative_to(f)), path.parent)
+        rows.append((path, root, path.relative_to(root).as_posix()))
+    roots = list(dict.fromkeys(root.resolve() for _, root, _ in rows))
+    if len(roots) == 1:
+        return [(path, rel) for path, _, rel in rows]
+    labels: dict[Path, str] = {}
+    for r in roots:
+        base = r.name or "root"
+        label, n = base, 1
+        while label in labels.values():
+            n += 1
+            label = f"{base}-{n}"
+        labels[r] = label
+    return [(path, f"{labels[root.resolve()]}/{rel}") for path, root, rel in rows]
+
+
+class _NothingRead(Exception):
+    """No image could be read: the results file is not replaced."""
+
+
+class _JsonArray:
+    """A JSON array written record by record, so that the records are never all in memory."""
+
+    def __init__(self, f):
+        self.f, self.count = f, 0
+
+    def add(self, records: list[dict]) -> None:
+        for r in records:
+            self.f.write(("[\n" if self.count == 0 else ",\n") + json.dumps(r))
+            self.count += 1
+
+    def close(self) -> None:
+        self.f.write("\n]\n" if self.count else "[]\n")
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..runtime.io import atomic_output, atomic_write_image, read_image
+    from ..runtime.tasks import get_task
+    from ..runtime.vis import draw
+    from .common import open_predictor, parse_size
+
+    images = named_images(args.images)
+    out = Path(args.out)
+    vis_dir = Path(args.save_vis) if args.save_vis else None
     predictor = open_predictor(args.source, args.weights, args.backend, input_size=parse_size(args.input_size),
                                threads=args.threads, device=args.device)
     task, classes = predictor.task, predictor.classes
-    results, per_image = [], []
-    for path in images:
-        img = read_image(path)
-        pred = predictor.predict(img)
-        per_image.append((path, img, pred))
-        if task in ("detection", "instance_segmentation"):
-            results += to_coco_results(pred, path.name, classes)
-        elif task == "classification":
-            results.append(classification_result(pred, path.name, classes))
-    # Everything succeeded: only now touch the outputs.
-    out = Path(args.out)
-    if task in ("detection", "instance_segmentation", "classification"):
-        atomic_write_json(out, results)
-        summary = f"{len(results)} results" if task != "classification" else f"{len(results)} images classified"
-    elif task == "semantic_segmentation":
-        for path, _, pred in per_image:
-            atomic_write_image(out / f"{path.stem}.png", pred.label_map.astype("uint8" if pred.label_map.max() < 256 else "uint16"))
-        summary = f"{len(per_image)} label maps"
-    else:
-        for path, _, pred in per_image:
-            atomic_save_npy(out / f"{path.stem}.npy", pred.features[None])
-        summary = f"{len(per_image)} embeddings"
-    if args.save_vis:
-        from ..runtime.vis import draw
+    handler = get_task(task)
+    to_json = handler.writes_json
+    if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:
+        raise UserError(f"--score-thr must be in [0, 1], got {args.score_thr}")
+    verification = predictor.bundle.meta.get("verification") or {}
+    if verification and not verification.get("passed", True):
+        print(f"warning: this bundle failed its verification ({verification.get('first_failure', '')}); "
+              "its predictions may not be the model's", file=sys.stderr)
+    if to_json and out.is_dir():
+        raise UserError(f"--out {out}: is a folder; {task} results go to a .json file")
+    if not to_json and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; {task} results go to a folder (one file per image)")
+    if vis_dir is not None and vis_dir.exists() and not vis_dir.is_dir():
+        raise UserError(f"--save-vis {vis_dir}: is a file, not a folder")
 
-        for path, img, pred in per_image:
-            atomic_write_image(Path(args.save_vis) / f"{path.stem}.jpg", draw(img, pred, classes))
-    print(f"{summary} from {len(images)} images ({predictor.backend_name}) -> {out}")
+    # Streamed: one image and its prediction in memory at a time. Per-image files are written
+    # (atomically) as they come; JSON records go into a temporary file that replaces --out only
+    # when the run ends well (atomic_output), so an interrupted run leaves the old results.
+    done, bad, results = 0, [], None
+    try:
+        with contextlib.ExitStack() as stack:
+            if to_json:
+                results = _JsonArray(stack.enter_context(atomic_output(out, "w")))
+            for path, name in images:
+                try:
+                    img = read_image(path)
+                    pred = predictor.predict(img)
+                except UserError as e:
+                    if args.strict:
+                        raise
+                    print(f"skipped: {e}", file=sys.stderr)
+                    bad.append(str(e))
+                    continue
+                if to_json:
+                    results.add(handler.json_results(pred, name, classes))
+                else:
+                    handler.write_output(out, name, pred)
+                if vis_dir is not None:
+                    atomic_write_image(vis_dir / f"{name}.jpg", draw(img, pred, classes, args.score_thr))
+                done += 1
+            if results is not None:
+                if not done:
+                    raise _NothingRead
+                results.close()
+    except _NothingRead:
+        pass
+    summary = f"{(results.count if results else 0) if to_json else done} {handler.output_noun}"
+    print(f"{summary} from {done} images ({predictor.backend_name}) -> {out}" if done
+          else f"no image could be read; nothing written to {out}")
+    if bad:
+        print(f"{len(bad)} of {len(images)} images could not be read and were skipped:\n  " + "\n  ".join(bad),
+              file=sys.stderr)
+        return 1
     return 0
-
-

@@ -26,8 +26,8 @@ def add_arguments(p):
 def run(args) -> int:
     from ..errors import UserError
     from ..runtime.predictor import Predictor
-    from ..runtime.serve import BatchPolicy, ServeConfig, serve
-    from ..runtime.serve.names import check_model_name
+    from ..serve import BatchPolicy, ServeConfig, serve
+    from ..serve.names import check_model_name
 
     if len(args.name) > len(args.bundles):
         raise UserError(f"{len(args.name)} --name for {len(args.bundles)} bundles")

@@ -15,7 +15,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..runtime.binio import to_bin
-    from ..runtime.bundle import load_bundle
+    from ..bundle import load_bundle
 
     n = to_bin(load_bundle(args.source), args.images, args.out)
     print(f"{n} images -> {args.out} (info.txt, input_list.txt, preprocess.json; see docs/bin-workflow.md)")

@@ -4,12 +4,20 @@ NAME = "verify"
 HELP = "Compare every backend of a bundle with the PyTorch model; store the results in the bundle."
 
 
+def add_gate_argument(p):
+    p.add_argument("--gate", action="append", default=[], metavar="METRIC=VALUE",
+                   help="tighten or loosen one of the task's gates, e.g. --gate bbox_ap=0.995, --gate rel_l2=1e-4 "
+                        "(detection: bbox_ap, segm_ap; semantic: pixel_agreement, miou; embedding: rel_l2, cosine; "
+                        "classification: top1_agreement, prob_abs)")
+
+
 def add_arguments(p):
     p.add_argument("bundle")
     p.add_argument("--images", nargs="*", default=[], help="photos to verify on (besides synthetic ones)")
     p.add_argument("--backends", help="comma-separated (default: every format in the bundle)")
+    add_gate_argument(p)
     p.add_argument("--tol", action="append", default=[], metavar="OUTPUT=RTOL,ATOL",
-                   help="per-output tolerance, e.g. --tol boxes=1e-3,1e-2 (default rtol 1e-3, atol 1e-4)")
+                   help="element-wise tolerance of the diagnostics table, e.g. --tol boxes=1e-3,1e-2 (not a gate)")
 
 
 def _tolerances(items):
@@ -29,10 +37,12 @@ def _tolerances(items):
 
 def run(args) -> int:
     from ..export.verify import verify_bundle
-    from ..runtime.bundle import load_bundle
+    from ..bundle import load_bundle
+    from ..runtime.tasks import parse_gate_options
     from .common import expand_images, parse_list
 
     bundle = load_bundle(args.bundle)
     images = expand_images(args.images) if args.images else []
-    verify_bundle(bundle, images=images, backends=parse_list(args.backends) or None, tolerances=_tolerances(args.tol))
+    verify_bundle(bundle, images=images, backends=parse_list(args.backends) or None, tolerances=_tolerances(args.tol),
+                  gates=parse_gate_options(args.gate))
     return 0

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from ..models.base import DeployableModel
-from ..runtime.bundle import Bundle
+from ..bundle import Bundle
 from ..runtime.synthetic import synthetic_image  # noqa: F401  (re-exported for the exporters)
 
 

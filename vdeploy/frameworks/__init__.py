@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..errors import UserError
-from ..registry import Registry, import_present
+from ..registry import Registry, import_all
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class ModelSource:
     claims: Callable[[str], bool]
     # build(spec, weights, **options) -> DeployableModel
     build: Callable[..., "object"]
+    # Sources are asked in this order, lowest first: a framework built on another's config format
+    # (centermask2 and fast-reid read detectron2-style YAML) must claim its files before that one.
+    precedence: int = 50
 
 
 SOURCES: Registry[ModelSource] = Registry("model source")
@@ -36,16 +39,12 @@ _MODULES = (
 
 
 def _load_all() -> None:
-    import_present(_MODULES)
+    import_all(_MODULES)
 
 
 def resolve(spec: str) -> ModelSource:
     _load_all()
-    # centermask2 and fast-reid configs are detectron2-style YAML: more specific sources first.
-    order = ["torchvision", "centermask2", "fastreid", "mmseg", "detectron2"]
-    names = [n for n in order if n in SOURCES] + [n for n in SOURCES if n not in order]
-    for n in names:
-        src = SOURCES.get(n)
+    for _, src in sorted(SOURCES.items(), key=lambda item: (item[1].precedence, item[0])):
         if src.claims(spec):
             return src
     raise UserError(f"cannot tell which framework {spec!r} belongs to: expected torchvision:NAME, "

@@ -237,4 +237,4 @@ def claims(spec: str) -> bool:
     return any(k in model for k in CENTERMASK_KEYS)
 
 
-SOURCES.register("centermask2", ModelSource("centermask2", claims, build))
+SOURCES.register("centermask2", ModelSource("centermask2", claims, build, precedence=10))

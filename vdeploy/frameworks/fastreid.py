@@ -169,4 +169,4 @@ def build(spec: str, weights: Optional[str] = None, **options):
     return DeployableModel(model, spec_for(kw, model.heads.out_dim), prov, batchable=True)
 
 
-SOURCES.register("fastreid", ModelSource("fastreid", claims, build))
+SOURCES.register("fastreid", ModelSource("fastreid", claims, build, precedence=10))

@@ -1,4 +1,4 @@
-"""Tiny models of the synthetic shapes (vdeploy.runtime.eval.synthetic), trained in a minute or
+"""Tiny models of the synthetic shapes (vdeploy.eval.synthetic), trained in a minute or
 two on a CPU by scripts/train_tiny.py, so that evaluation parity is measured on models that
 really detect, segment and classify something.
 

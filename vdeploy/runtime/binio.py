@@ -14,9 +14,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..errors import UserError
-from .bundle import Bundle
-from .eval.datasets import IMAGE_SUFFIXES
-from .eval.records import to_record
+from ..bundle import Bundle
+from ..eval.datasets import IMAGE_SUFFIXES
+from .tasks import get_task
 from .io import atomic_output, atomic_write, atomic_write_json, read_image
 from .postprocess import postprocess
 from .preprocess import preprocess
@@ -164,7 +164,7 @@ def from_bin(bundle: Bundle, outputs: Path, out: Path, bins: Optional[Path] = No
         pm = dict(sample["meta"])
         pm = {k: tuple(v) if isinstance(v, list) else v for k, v in pm.items()}
         pred = postprocess(raw, pm, meta)
-        records.append(to_record(pred, sample["image"], meta["classes"], side_dir))
+        records.append(get_task(pred.task).record(pred, sample["image"], meta["classes"], side_dir))
         advance(1)
     atomic_write_json(out, {"task": meta["task"], "classes": meta["classes"], "bundle_digest": meta.get("digest"),
                             "predictions": records})

@@ -111,7 +111,7 @@ def compare_detections(ref: dict, got: dict, tolerances: dict[str, Tolerance],
 
 
 def compare_outputs(ref: dict, got: dict, task: str, tolerances: dict[str, Tolerance] | None = None) -> list[OutputResult]:
-    tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
-    if task in ("detection", "instance_segmentation"):
-        return compare_detections(ref, got, tolerances)
-    return [compare_dense(n, ref[n], got[n], tolerances.get(n, Tolerance())) for n in ref]
+    """Element-wise diagnostics of one input's raw outputs, as the task compares them."""
+    from .tasks import get_task
+
+    return get_task(task).compare_raw(ref, got, {**DEFAULT_TOLERANCES, **(tolerances or {})})

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .backends import create_backend, default_backend
-from .bundle import Bundle, load_bundle
+from ..bundle import Bundle, load_bundle
 from .postprocess import postprocess as _postprocess
 from .prediction import Prediction
 from .preprocess import Prepared, preprocess as _preprocess

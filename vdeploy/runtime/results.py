@@ -45,3 +45,16 @@ def classification_result(pred: Prediction, file_name: str, classes: list[str], 
 
 def output_stem(file_name: str) -> str:
     return Path(file_name).stem
+
+
+def label_map_array(label_map: np.ndarray) -> np.ndarray:
+    """A label map as PNG pixels: 8-bit while the class indices fit, 16-bit beyond 255."""
+    return label_map.astype(np.uint8 if int(label_map.max(initial=0)) < 256 else np.uint16)
+
+
+def label_file_name(key: str) -> str:
+    """A flat, collision-free PNG name for a sample key (keys may hold '/')."""
+    import hashlib
+
+    stem = Path(key).stem.replace("/", "_")[:80]
+    return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.png"

@@ -1,4 +1,5 @@
-"""Drawings of predictions: boxes, masks and labels, or colour maps for label maps."""
+"""Drawings of predictions. What a task draws lives in its module (vdeploy.runtime.tasks); this
+module holds the shared pieces (colours, captions) and the one entry point."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,48 +12,56 @@ def palette(n: int, seed: int = 3) -> np.ndarray:
     return rng.integers(40, 255, size=(max(n, 1), 3), dtype=np.uint8)
 
 
-def draw(image_bgr: np.ndarray, pred: Prediction, classes: list[str], score_threshold: float = 0.3) -> np.ndarray:
+DEFAULT_SCORE_THRESHOLD = 0.5  # detections drawn: a picture of every low-score box says nothing
+
+
+def draw(image_bgr: np.ndarray, pred: Prediction, classes: list[str], score_threshold: float | None = None) -> np.ndarray:
+    from .tasks import get_task
+
+    return get_task(pred.task).draw(image_bgr, pred, classes,
+                                    DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold)
+
+
+def label(img: np.ndarray, text: str, x: int, y: int, color, taken: list, size: float = 0.45) -> None:
+    """A text tag on a filled box of `color` at (x, y) (its bottom-left), moved down past the tags
+    already drawn (`taken`, their rectangles) so that labels never cover each other."""
     import cv2
 
-    img = image_bgr.copy()
-    if pred.label_map is not None:
-        colors = palette(max(len(classes), int(pred.label_map.max()) + 1))
-        return cv2.addWeighted(img, 0.4, colors[pred.label_map], 0.6, 0)
-    if pred.probs is not None:
-        k = int(pred.probs.argmax())
-        return _caption(img, f"{classes[k] if k < len(classes) else k}: {pred.probs[k]:.2f}")
-    if pred.features is not None:
-        # a re-ID crop is small: enlarge it, caption it, and draw the embedding as a strip of bars
-        scale = max(1, 256 // max(img.shape[:2]))
-        img = cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
-        f = pred.features
-        strip = np.full((40, img.shape[1], 3), 255, np.uint8)
-        bins = np.array_split(np.abs(f), img.shape[1])
-        peak = max(float(np.abs(f).max()), 1e-12)
-        for x, b in enumerate(bins):
-            h = int(38 * float(b.mean()) / peak) if b.size else 0
-            strip[40 - h:, x] = (200, 90, 40)
-        return _caption(np.vstack([img, strip]), f"D={f.size} |f|={np.linalg.norm(f):.1f}", size=0.4)
-    if pred.boxes is None:
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, 1)
+    h, w = img.shape[:2]
+    x = int(min(max(x, 0), max(w - tw - 2, 0)))
+    y = int(min(max(y, th + 2), h - 2))
+    for _ in range(len(taken) + 1):
+        box = (x, y - th - 2, x + tw + 2, y + base)
+        hit = next((t for t in taken if box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3]), None)
+        if hit is None:
+            break
+        y = min(hit[3] + th + 2, h - 2)
+    taken.append((x, y - th - 2, x + tw + 2, y + base))
+    dark = sum(int(c) for c in color) > 380
+    cv2.rectangle(img, (x, y - th - 2), (x + tw + 2, y + base), tuple(int(c) for c in color), -1)
+    cv2.putText(img, text, (x + 1, y - 1), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0) if dark else (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def legend(img: np.ndarray, entries: list[tuple[str, tuple]], size: float = 0.45) -> np.ndarray:
+    """A strip on the right listing `entries` (name, BGR colour) with a swatch each."""
+    import cv2
+
+    if not entries:
         return img
-    colors = palette(len(classes) or 1)
-    keep = np.nonzero(pred.scores >= score_threshold)[0]
-    if pred.masks is not None:
-        overlay = img.copy()
-        for i in keep:
-            overlay[pred.masks[i]] = colors[int(pred.classes[i]) % len(colors)]
-        img = cv2.addWeighted(img, 0.5, overlay, 0.5, 0)
-    for i in keep:
-        x1, y1, x2, y2 = (int(round(float(v))) for v in pred.boxes[i])
-        c = int(pred.classes[i])
-        color = tuple(int(v) for v in colors[c % len(colors)])
-        cv2.rectangle(img, (x1, y1), (x2, y2), color, 2)
-        label = f"{classes[c] if c < len(classes) else c} {pred.scores[i]:.2f}"
-        cv2.putText(img, label, (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
-    return img
+    row = int(22 * size / 0.45)
+    width = 16 + max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, size, 1)[0][0] for n, _ in entries) + 24
+    panel = np.full((max(img.shape[0], row * len(entries) + 8), width, 3), 255, np.uint8)
+    for i, (name, color) in enumerate(entries):
+        y = 6 + i * row
+        cv2.rectangle(panel, (6, y), (6 + row - 6, y + row - 6), tuple(int(c) for c in color), -1)
+        cv2.putText(panel, name, (6 + row, y + row - 8), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 1, cv2.LINE_AA)
+    canvas = np.full((panel.shape[0], img.shape[1], 3), 255, np.uint8)
+    canvas[:img.shape[0]] = img
+    return np.hstack([canvas, panel])
 
 
-def _caption(img: np.ndarray, text: str, size: float = 0.7) -> np.ndarray:
+def caption(img: np.ndarray, text: str, size: float = 0.7) -> np.ndarray:
     import cv2
 
     y = int(30 * size / 0.7)

@@ -133,18 +133,33 @@ def count_flops(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> Flop
     per_tracker_name = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
     root = type(module).__name__
     params = _param_counts(module)
-    modules = []
-    for name, mod in module.named_modules():
-        tracker_name = f"{root}.{name}" if name else root
-        modules.append(ModuleCost(name=name, type=type(mod).__name__,
-                                  depth=name.count(".") + 1 if name else 0,
-                                  params=params[name], flops=per_tracker_name.get(tracker_name, 0)))
+    flops = _rolled_up(module, {name: per_tracker_name.get(f"{root}.{name}" if name else root, 0)
+                                for name, _ in module.named_modules()})
+    modules = [ModuleCost(name=name, type=type(mod).__name__, depth=name.count(".") + 1 if name else 0,
+                          params=params[name], flops=flops[name])
+               for name, mod in module.named_modules()]
     global_counts = counter.get_flop_counts().get("Global", {})
     counted = {str(op): int(n) for op, n in global_counts.items()}
     uncounted = {op: n for op, n in recorder.calls.items()
                  if op not in _COUNTED_OPS and op not in FREE_OPS}
     return FlopReport(params=params[""], flops=int(counter.get_total_flops()), modules=modules,
                       counted_ops=counted, uncounted=uncounted)
+
+
+def _rolled_up(module: torch.nn.Module, tracked: dict[str, int]) -> dict[str, int]:
+    """FLOPs per module with containers filled in. The counter attributes FLOPs to the modules whose
+    forward ran; a container that is never called itself (a ModuleList or ModuleDict whose members
+    the parent calls in a loop, e.g. ASPP's branches) would show 0 while its members have FLOPs, so
+    such a module gets the sum of its children."""
+    out: dict[str, int] = {}
+
+    def visit(name: str, mod: torch.nn.Module) -> int:
+        children = [visit(f"{name}.{c}" if name else c, child) for c, child in mod.named_children()]
+        out[name] = tracked.get(name, 0) or sum(children)
+        return out[name]
+
+    visit("", module)
+    return out
 
 
 def parse_input_size(text: str) -> tuple[int, int]:

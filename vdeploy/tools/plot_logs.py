@@ -113,12 +113,14 @@ class PlotData:
     missing: list[str]       # "file: no key 'x'" lines
     problems: list[str]
     notes: list[str]
+    logs: list[ParsedLog] = field(default_factory=list)  # every log read, in the order given
 
 
 def collect(paths: Sequence[str | Path], keys: Sequence[str]) -> PlotData:
     data = PlotData([], [], [], [])
     for p in paths:
         log = read_log(p)
+        data.logs.append(log)
         if log.lines_without_step:
             data.notes.append(f"{log.path}: {log.lines_without_step} line(s) without "
                               f"{'/'.join(STEP_KEYS)} skipped")
@@ -140,7 +142,25 @@ def _labels(paths: Sequence[Path]) -> dict[Path, str]:
     return {p: (f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name) for p in paths}
 
 
-def render_png(series: Sequence[Series], keys: Sequence[str], out: str | Path) -> None:
+def legend_labels(paths: Sequence[Path], keys: Sequence[str], legend: Sequence[str] | None) -> dict[tuple[Path, str], str]:
+    """(file, key) -> curve label. `legend` names one curve per file (the same in every panel) or,
+    as MMSegmentation's analyze_logs takes it, one per file and key (file-major); by default the
+    file name."""
+    paths = list(dict.fromkeys(paths))
+    if legend is None:
+        names = _labels(paths)
+        return {(p, k): names[p] for p in paths for k in keys}
+    legend = list(legend)
+    if len(legend) == len(paths):
+        return {(p, k): legend[i] for i, p in enumerate(paths) for k in keys}
+    if len(legend) == len(paths) * len(keys):
+        return {(p, k): legend[i * len(keys) + j] for i, p in enumerate(paths) for j, k in enumerate(keys)}
+    raise UserError(f"--legend: give {len(paths)} names (one per log) or {len(paths) * len(keys)} "
+                    f"(one per log and key), got {len(legend)}")
+
+
+def render_png(series: Sequence[Series], keys: Sequence[str], out: str | Path,
+               legend: Sequence[str] | None = None, paths: Sequence[Path] | None = None) -> None:
     """One panel per key, one curve per file (and matched log key); written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -150,11 +170,11 @@ def render_png(series: Sequence[Series], keys: Sequence[str], out: str | Path) -
         raise UserError("nothing to plot: none of the keys is in any log")
     fig = Figure(figsize=(8, 3.2 * len(keys)), constrained_layout=True)
     FigureCanvasAgg(fig)
-    labels = _labels(list(dict.fromkeys(s.path for s in series)))
+    labels = legend_labels(list(paths) if paths is not None else [s.path for s in series], keys, legend)
     axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
     for ax, key in zip(axes, keys):
         for s in (s for s in series if s.key == key):
-            label = labels[s.path] + ("" if s.log_key == key else f" [{s.log_key}]")
+            label = labels[(s.path, key)] + ("" if s.log_key == key or legend else f" [{s.log_key}]")
             finite = [(x, y) for x, y in zip(s.steps, s.values) if math.isfinite(y)]
             xs, ys = zip(*finite) if finite else ((), ())
             ax.plot(xs, ys, label=label, marker="o" if len(xs) <= 30 else None, markersize=3, linewidth=1.2)

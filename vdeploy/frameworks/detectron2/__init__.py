@@ -51,4 +51,4 @@ def _build(spec: str, weights=None, **options):
     return build(spec, weights, **options)
 
 
-SOURCES.register("detectron2", ModelSource("detectron2", _claims, _build))
+SOURCES.register("detectron2", ModelSource("detectron2", _claims, _build, precedence=90))

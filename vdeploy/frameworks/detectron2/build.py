@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ...errors import CheckpointError, ConfigError
-from ...registry import import_present
+from ...registry import import_all
 from ...models.base import DeployableModel
 from ...models.detectron2.coco_classes import COCO_CLASSES
 from ...models.detectron2.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
@@ -212,7 +212,7 @@ def build_generalized_rcnn(cfg: dict) -> GeneralizedRCNN:
 
 
 def _load_extra_builders() -> None:
-    import_present(_EXTRA_BUILDERS)
+    import_all(_EXTRA_BUILDERS)
 
 
 # --------------------------------------------------------------------------- spec

@@ -1,39 +1,108 @@
-"""Backends by name. One line per backend; "torch" (the original eager model) lives on the torch
-side and is named here by module path so that this package never imports torch."""
+"""Backends by name: one registry entry each (name, bundle format, package, preference, aliases).
+
+The engines shipped with the runtime register themselves below. Backends that live elsewhere (the
+eager PyTorch model lives on the torch side) are plug-ins: an installed package names an entry
+under the `vdeploy.backends` entry-point group, so this package never names a torch-side module.
+"""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Callable
 
 from ...errors import UserError
+from ...registry import Registry
 
-BACKENDS = {
-    "onnxruntime": "vdeploy.runtime.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "vdeploy.runtime.backends.openvino:OpenVinoBackend",
-    "torchscript": "vdeploy.runtime.backends.torchscript:TorchScriptBackend",
-    "torch": "vdeploy.export.torch_backend:TorchEagerBackend",
-}
-# Which bundle format each backend reads ("torch" rebuilds the model from provenance).
-BACKEND_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "torchscript": "torchscript", "torch": None}
-ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "ov": "openvino", "ts": "torchscript", "pytorch": "torch"}
+ENTRY_POINT_GROUP = "vdeploy.backends"
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    format: str | None       # the bundle format it reads; None: rebuilds the model from provenance
+    requires: str            # the package the engine lives in (checked without importing it)
+    preference: int          # lower is tried first when a bundle has several formats
+    load: Callable[[], type] = field(compare=False)  # returns the Backend subclass (imports lazily)
+    aliases: tuple[str, ...] = ()
+
+    def available(self) -> bool:
+        import importlib.util
+
+        try:
+            return not self.requires or importlib.util.find_spec(self.requires) is not None
+        except (ImportError, ValueError):  # a module blocked in sys.modules
+            return False
+
+
+BACKENDS: Registry[BackendEntry] = Registry("backend")
+_plugins_loaded = False
+
+
+def register_backend(entry: BackendEntry) -> BackendEntry:
+    BACKENDS.register(entry.name, entry)
+    return entry
+
+
+def _load_plugins() -> None:
+    """Register the backends other installed packages declare. One that fails to load is an error."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in BACKENDS:
+            entry = ep.load()
+            if not isinstance(entry, BackendEntry) or entry.name != ep.name:
+                raise TypeError(f"entry point {ep.value} must be the BackendEntry named {ep.name!r}")
+            register_backend(entry)
+
+
+def entries() -> list[BackendEntry]:
+    """Every registered backend, in order of preference."""
+    _load_plugins()
+    return sorted((e for _, e in BACKENDS.items()), key=lambda e: (e.preference, e.name))
+
+
+def canonical_name(name: str) -> str:
+    for e in entries():
+        if name == e.name or name in e.aliases:
+            return e.name
+    raise UserError(f"unknown backend {name!r}; choose from: {', '.join(e.name for e in entries())}")
+
+
+def backend_entry(name: str) -> BackendEntry:
+    return BACKENDS.get(canonical_name(name))
 
 
 def backend_class(name: str):
-    name = ALIASES.get(name, name)
-    if name not in BACKENDS:
-        raise UserError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
+    entry = backend_entry(name)
     try:
-        return getattr(importlib.import_module(module), cls)
+        return entry.load()
     except ImportError as e:
-        raise UserError(f"backend {name!r} needs a package that is not installed ({e.name})") from None
+        raise UserError(f"backend {entry.name!r} needs a package that is not installed ({e.name})") from None
 
 
 def create_backend(name: str, bundle, **options):
     return backend_class(name)(bundle, **options)
 
 
+def runnable_backends(bundle) -> list[str]:
+    """The backends that read one of the bundle's model files, in order of preference."""
+    return [e.name for e in entries() if e.format and e.format in bundle.formats]
+
+
 def default_backend(bundle) -> str:
-    for name in ("onnxruntime", "openvino", "torchscript"):
-        if BACKEND_FORMAT[name] in bundle.formats:
+    for name in runnable_backends(bundle):
+        if backend_entry(name).available():
             return name
+    names = runnable_backends(bundle)
+    if names:
+        raise UserError(f"{bundle.path}: no installed engine runs it; install one of: "
+                        + ", ".join(backend_entry(n).requires for n in names))
     raise UserError(f"{bundle.path}: has no model file any backend can run")
+
+
+# The engines of the runtime itself, each registered by its own module.
+for _module in ("onnxruntime", "openvino", "torchscript"):
+    importlib.import_module(f"{__name__}.{_module}")

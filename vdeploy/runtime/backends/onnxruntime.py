@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 
+from . import BackendEntry, register_backend
 from .base import Backend, corrupt_model
 
 # Provider preference when the user asks for a GPU: TensorRT, then CUDA, then CPU.
@@ -37,3 +38,6 @@ class OnnxRuntimeBackend(Backend):
 
     def _run(self, feed):
         return self.session.run(self._out, {k: v for k, v in feed.items() if k in self._in})
+
+
+register_backend(BackendEntry(OnnxRuntimeBackend.name, "onnx", "onnxruntime", 0, lambda: OnnxRuntimeBackend, ("ort", "onnx")))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from . import BackendEntry, register_backend
 from .base import Backend, corrupt_model
 
 
@@ -30,3 +31,6 @@ class OpenVinoBackend(Backend):
     def _run(self, feed):
         res = self.request.infer({k: v for k, v in feed.items() if k in self._in})
         return [res[o] for o in self._outs]
+
+
+register_backend(BackendEntry(OpenVinoBackend.name, "openvino", "openvino", 1, lambda: OpenVinoBackend, ("ov",)))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import warnings
 
+from . import BackendEntry, register_backend
 from .base import Backend, corrupt_model
 
 
@@ -38,3 +39,6 @@ class TorchScriptBackend(Backend):
             out = self.module(*args)
         out = out if isinstance(out, (tuple, list)) else (out,)
         return [o.detach().cpu().numpy() for o in out]
+
+
+register_backend(BackendEntry(TorchScriptBackend.name, "torchscript", "torch", 2, lambda: TorchScriptBackend, ("ts",)))

@@ -1,0 +1,183 @@
+"""Assemble the HTTP app: KServe's v2 endpoints + vdeploy's routes, guard and workers."""
+# No `from __future__ import annotations`: FastAPI must see the route annotations as classes.
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+from .batcher import BadImage, BatchPolicy, InferenceWorker, QueueFull, RequestTimeout
+from .contract import to_json
+from .engine import decode_binary_request, import_kserve, vision_model_class
+from .guards import Guard
+from .metrics import ServeMetrics
+from .names import check_model_name, is_valid_model_name
+from .page import PAGE
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    max_body_bytes: int = 16 << 20
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
+    pool_threads: int = 0  # decode/pre/postprocess threads; 0: one per CPU, at least 2
+
+
+def build_app(predictors: dict, config: ServeConfig):
+    """A FastAPI app serving `predictors` ({name: Predictor}); workers start with the app."""
+    import_kserve()
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from kserve import errors as kerr
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+    from prometheus_client import REGISTRY, exposition
+
+    for name in predictors:
+        check_model_name(name)
+    metrics = ServeMetrics()
+    pool = concurrent.futures.ThreadPoolExecutor(config.pool_threads or max(2, os.cpu_count() or 2),
+                                                 thread_name_prefix="vdeploy-prep")
+    from ..runtime.io import decode_image
+
+    workers = {name: InferenceWorker(p, config.policy, pool, decode=decode_image,
+                                     on_batch=metrics.batch_size.labels(name).observe)
+               for name, p in predictors.items()}
+    VisionModel = vision_model_class()
+    repository = ModelRepository()
+    for name, p in predictors.items():
+        repository.update(VisionModel(name, workers[name], p.task))
+    dataplane = DataPlane(model_registry=repository)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        for w in workers.values():
+            await w.start()
+        try:
+            yield
+        finally:
+            for w in workers.values():
+                await w.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="vdeploy", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.workers = workers
+
+    async def page():
+        return HTMLResponse(PAGE)
+
+    async def ping():
+        return {"status": "Healthy"}
+
+    async def prometheus(request: Request):
+        encoder, content_type = exposition.choose_encoder(request.headers.get("accept"))
+        for name, w in workers.items():
+            metrics.in_flight.labels(name).set(w.in_flight)
+        return Response(encoder(REGISTRY) + encoder(metrics.registry), headers={"content-type": content_type})
+
+    async def predictions(model_name: str, request: Request):
+        """TorchServe-style: raw image bytes in; JSON, or PNG for segmentation or `?render=1`."""
+        if not is_valid_model_name(model_name):
+            return JSONResponse({"error": f"invalid model name {model_name!r}"}, status_code=400)
+        if model_name not in predictors:
+            return JSONResponse({"error": f"model {model_name} is not served"}, status_code=404)
+        body = await request.body()
+        pred, = await workers[model_name].predict([body])
+        p = predictors[model_name]
+        if request.query_params.get("render") in ("1", "true"):
+            png = await asyncio.get_running_loop().run_in_executor(pool, _render, body, pred, p.classes)
+            return Response(png, media_type="image/png", headers={"X-Vdeploy-Summary": _summary(pred, p.classes)})
+        if p.task == "semantic_segmentation":
+            from .contract import encode_label_map
+
+            return Response(encode_label_map(pred.label_map), media_type="image/png")
+        return JSONResponse(to_json(p.task, pred, p.classes))
+
+    async def v2_infer(model_name: str, request: Request):
+        """KServe's v2 infer endpoint, with a request decoder that keeps binary BYTES as bytes."""
+        from kserve.protocol.rest.v2_datamodels import InferenceRequest
+        from pydantic import ValidationError
+
+        if model_name not in predictors:
+            raise kerr.ModelNotFound(model_name)
+        body, headers = await request.body(), dict(request.headers)
+        if "inference-header-content-length" in headers:
+            infer_request = decode_binary_request(body, headers["inference-header-content-length"], model_name)
+        else:
+            try:
+                parsed = InferenceRequest.model_validate_json(body)
+            except ValidationError as e:
+                raise kerr.InvalidInput(f"malformed v2 request: {e.errors()[0].get('msg', e)}") from None
+            infer_request, _ = dataplane.decode(parsed, headers, protocol_version="v2", model_name=model_name)
+        response, response_headers = await dataplane.infer(model_name=model_name, request=infer_request, headers=headers)
+        response, more_headers = dataplane.encode(model_name=model_name, response=response, headers=headers,
+                                                  req_attributes={})
+        response_headers = {k: v for k, v in {**response_headers, **more_headers}.items()
+                            if k not in ("content-length", "content-type")}
+        if isinstance(response, bytes):
+            return Response(response, headers=response_headers, media_type="application/octet-stream")
+        return JSONResponse(response, headers=response_headers)
+
+    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/v2/models/{model_name}/infer", v2_infer, methods=["POST"])
+    app.add_api_route("/ping", ping, methods=["GET"])
+    app.add_api_route("/metrics", prometheus, methods=["GET"])
+    app.add_api_route("/predictions/{model_name}", predictions, methods=["POST"])
+    register_v2_endpoints(app, dataplane, ModelRepositoryExtension(model_registry=repository))
+
+    def error(status: int, extra: dict | None = None):
+        async def handler(_, exc):
+            return JSONResponse({"error": str(exc)}, status_code=status, headers=extra)
+        return handler
+
+    app.add_exception_handler(QueueFull, error(503, {"Retry-After": "1"}))
+    app.add_exception_handler(RequestTimeout, error(504))
+    app.add_exception_handler(BadImage, error(400))
+    app.add_exception_handler(UserError, error(400))
+    for exc, handler in [(kerr.InvalidInput, kerr.invalid_input_handler), (kerr.InferenceError, kerr.inference_error_handler),
+                         (kerr.ModelNotFound, kerr.model_not_found_handler), (kerr.ModelNotReady, kerr.model_not_ready_handler),
+                         (NotImplementedError, kerr.not_implemented_error_handler),
+                         (kerr.ServerNotLive, kerr.server_not_live_handler), (kerr.ServerNotReady, kerr.server_not_ready_handler),
+                         (Exception, kerr.generic_exception_handler)]:
+        app.add_exception_handler(exc, handler)
+    app.add_middleware(Guard, token=config.token, max_body_bytes=config.max_body_bytes, metrics=metrics,
+                       model_names=list(predictors))
+    return app
+
+
+def serve(predictors: dict, config: ServeConfig) -> None:
+    """Run until interrupted (uvicorn, the server KServe runs on)."""
+    import uvicorn
+
+    app = build_app(predictors, config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False,
+                timeout_keep_alive=65)
+
+
+def _render(body: bytes, pred, classes) -> bytes:
+    import cv2
+
+    from ..runtime.io import decode_image
+    from ..runtime.vis import draw
+
+    ok, buf = cv2.imencode(".png", draw(decode_image(body), pred, classes))
+    if not ok:
+        raise RuntimeError("PNG encoding of the drawing failed")
+    return buf.tobytes()
+
+
+def _summary(pred, classes) -> str:
+    if pred.boxes is not None:
+        return f"{len(pred)} detections"
+    if pred.probs is not None:
+        k = int(pred.probs.argmax())
+        return f"top class: {classes[k] if k < len(classes) else k}"
+    if pred.features is not None:
+        return f"embedding of {pred.features.size} values"
+    return "label map"
