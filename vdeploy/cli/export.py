@@ -16,6 +16,9 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--slim", action="store_true", help="simplify the ONNX graph with onnxslim")
+    p.add_argument("--static-outputs", action="store_true",
+                   help="detectors: pad every output to the maximum detections, with a num_detections output, so "
+                        "that every tensor has a fixed shape (NPU compilers, static TensorRT engines)")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
     add_gate_argument(p)
     p.add_argument("--images", nargs="*", default=[], help="photos to verify on (besides synthetic ones)")
@@ -33,6 +36,10 @@ def run(args) -> int:
         from ..errors import UserError
 
         raise UserError(f"{args.model} only runs at a fixed size {dm.input_size}; --dynamic does not apply")
+    if args.static_outputs:
+        from ..export.static_outputs import with_static_outputs
+
+        dm = with_static_outputs(dm)
     gates = parse_gate_options(args.gate)
     get_task(dm.spec["task"]).resolve_gates(gates)  # an unknown gate fails before any export work
     images = expand_images(args.images) if args.images else []

@@ -8,11 +8,18 @@ HELP = "Read raw output tensors written by another runtime, apply the bundle's p
 
 def add_arguments(p):
     p.add_argument("source", help="bundle folder")
-    p.add_argument("--outputs", required=True, type=Path, help="folder of NNNNNN/<output name>.bin (or .npy)")
-    p.add_argument("--out", required=True, type=Path, help="results file (.json), scored by `vdeploy eval --predictions`")
+    p.add_argument("--outputs", required=True, type=Path, help="folder of the raw outputs (see --layout)")
+    p.add_argument("--layout", default="{sample}/{name}.bin",
+                   help="where each output file is under --outputs: {sample} (six-digit index), {stem} (the stem of "
+                        "to-bin's input file), {index} (the output's position), {name} (its name); default "
+                        "{sample}/{name}.bin (.npy also read); NPU dump folders: {stem}_{index}.bin")
+    p.add_argument("--out", required=True, type=Path,
+                   help="what `predict --out` writes: a results .json (detection, classification) or a folder "
+                        "(label maps, embeddings); scored by `vdeploy eval --predictions`")
     p.add_argument("--bins", type=Path, help="the folder to-bin wrote (default: --outputs or its parent)")
     p.add_argument("--dtype", action="append", default=[], metavar="OUTPUT=DTYPE",
-                   help="element type of an output's .bin files when not float32, e.g. classes=int64")
+                   help="element type of an output's .bin files when deploy.json records none (then float32), "
+                        "e.g. classes=int64")
 
 
 def run(args) -> int:
@@ -26,6 +33,6 @@ def run(args) -> int:
         if not name or not dt:
             raise UserError(f"--dtype wants OUTPUT=DTYPE, got {item!r}")
         dtypes[name] = dt
-    n = from_bin(load_bundle(args.source), args.outputs, args.out, bins=args.bins, dtypes=dtypes)
-    print(f"{n} images' outputs -> {args.out}")
+    writer = from_bin(load_bundle(args.source), args.outputs, args.out, bins=args.bins, dtypes=dtypes, layout=args.layout)
+    print(f"{writer.summary()} from {writer.images} images' outputs -> {args.out}")
     return 0

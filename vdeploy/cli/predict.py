@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -72,86 +70,47 @@ def named_images(items) -> list[tuple[Path, str]]:
     return [(path, f"{labels[root.resolve()]}/{rel}") for path, root, rel in rows]
 
 
-class _NothingRead(Exception):
-    """No image could be read: the results file is not replaced."""
-
-
-class _JsonArray:
-    """A JSON array written record by record, so that the records are never all in memory."""
-
-    def __init__(self, f):
-        self.f, self.count = f, 0
-
-    def add(self, records: list[dict]) -> None:
-        for r in records:
-            self.f.write(("[\n" if self.count == 0 else ",\n") + json.dumps(r))
-            self.count += 1
-
-    def close(self) -> None:
-        self.f.write("\n]\n" if self.count else "[]\n")
-
-
 def run(args) -> int:
     from ..errors import UserError
-    from ..runtime.io import atomic_output, atomic_write_image, read_image
-    from ..runtime.tasks import get_task
+    from ..runtime.io import atomic_write_image, read_image
+    from ..runtime.outputs import ResultsWriter
     from ..runtime.vis import draw
     from .common import open_predictor, parse_size
 
     images = named_images(args.images)
     out = Path(args.out)
     vis_dir = Path(args.save_vis) if args.save_vis else None
-    predictor = open_predictor(args.source, args.weights, args.backend, input_size=parse_size(args.input_size),
-                               threads=args.threads, device=args.device)
-    task, classes = predictor.task, predictor.classes
-    handler = get_task(task)
-    to_json = handler.writes_json
     if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:
         raise UserError(f"--score-thr must be in [0, 1], got {args.score_thr}")
+    predictor = open_predictor(args.source, args.weights, args.backend, input_size=parse_size(args.input_size),
+                               threads=args.threads, device=args.device)
+    classes = predictor.classes
+    writer = ResultsWriter(out, predictor.task, classes)
+    if vis_dir is not None and vis_dir.exists() and not vis_dir.is_dir():
+        raise UserError(f"--save-vis {vis_dir}: is a file, not a folder")
     verification = predictor.bundle.meta.get("verification") or {}
     if verification and not verification.get("passed", True):
         print(f"warning: this bundle failed its verification ({verification.get('first_failure', '')}); "
               "its predictions may not be the model's", file=sys.stderr)
-    if to_json and out.is_dir():
-        raise UserError(f"--out {out}: is a folder; {task} results go to a .json file")
-    if not to_json and out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file; {task} results go to a folder (one file per image)")
-    if vis_dir is not None and vis_dir.exists() and not vis_dir.is_dir():
-        raise UserError(f"--save-vis {vis_dir}: is a file, not a folder")
 
-    # Streamed: one image and its prediction in memory at a time. Per-image files are written
-    # (atomically) as they come; JSON records go into a temporary file that replaces --out only
-    # when the run ends well (atomic_output), so an interrupted run leaves the old results.
-    done, bad, results = 0, [], None
-    try:
-        with contextlib.ExitStack() as stack:
-            if to_json:
-                results = _JsonArray(stack.enter_context(atomic_output(out, "w")))
-            for path, name in images:
-                try:
-                    img = read_image(path)
-                    pred = predictor.predict(img)
-                except UserError as e:
-                    if args.strict:
-                        raise
-                    print(f"skipped: {e}", file=sys.stderr)
-                    bad.append(str(e))
-                    continue
-                if to_json:
-                    results.add(handler.json_results(pred, name, classes))
-                else:
-                    handler.write_output(out, name, pred)
-                if vis_dir is not None:
-                    atomic_write_image(vis_dir / f"{name}.jpg", draw(img, pred, classes, args.score_thr))
-                done += 1
-            if results is not None:
-                if not done:
-                    raise _NothingRead
-                results.close()
-    except _NothingRead:
-        pass
-    summary = f"{(results.count if results else 0) if to_json else done} {handler.output_noun}"
-    print(f"{summary} from {done} images ({predictor.backend_name}) -> {out}" if done
+    # Streamed: one image and its prediction in memory at a time (see vdeploy.runtime.outputs:
+    # an interrupted run leaves the old results file).
+    bad = []
+    with writer:
+        for path, name in images:
+            try:
+                img = read_image(path)
+                pred = predictor.predict(img)
+            except UserError as e:
+                if args.strict:
+                    raise
+                print(f"skipped: {e}", file=sys.stderr)
+                bad.append(str(e))
+                continue
+            writer.add(name, pred)
+            if vis_dir is not None:
+                atomic_write_image(vis_dir / f"{name}.jpg", draw(img, pred, classes, args.score_thr))
+    print(f"{writer.summary()} from {writer.images} images ({predictor.backend_name}) -> {out}" if writer.images
           else f"no image could be read; nothing written to {out}")
     if bad:
         print(f"{len(bad)} of {len(images)} images could not be read and were skipped:\n  " + "\n  ".join(bad),

@@ -15,6 +15,8 @@ def add_arguments(p):
     p.add_argument("bundle")
     p.add_argument("--images", nargs="*", default=[], help="photos to verify on (besides synthetic ones)")
     p.add_argument("--backends", help="comma-separated (default: every format in the bundle)")
+    p.add_argument("--weights", help="the checkpoint the bundle was exported from, when it is no longer where "
+                                     "the bundle's provenance says (the PyTorch reference is rebuilt from it)")
     add_gate_argument(p)
     p.add_argument("--tol", action="append", default=[], metavar="OUTPUT=RTOL,ATOL",
                    help="element-wise tolerance of the diagnostics table, e.g. --tol boxes=1e-3,1e-2 (not a gate)")
@@ -44,5 +46,5 @@ def run(args) -> int:
     bundle = load_bundle(args.bundle)
     images = expand_images(args.images) if args.images else []
     verify_bundle(bundle, images=images, backends=parse_list(args.backends) or None, tolerances=_tolerances(args.tol),
-                  gates=parse_gate_options(args.gate))
+                  gates=parse_gate_options(args.gate), weights=args.weights)
     return 0

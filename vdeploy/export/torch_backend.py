@@ -1,14 +1,17 @@
 """The "torch" backend: the original eager PyTorch model behind the runtime's Backend interface.
 
-It lives on the torch side; the runtime names it by module path so that it imports torch only
-when a user picks it. Built either from a DeployableModel in memory or, for a bundle on disk,
+It lives on the torch side and reaches the runtime as a plug-in (the `vdeploy.backends` entry
+point, backend_entry.py), so that the runtime never names it and imports torch only when a user
+picks it. Built either from a DeployableModel in memory or, for a bundle on disk,
 rebuilt from the bundle's provenance (source config and weights).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from ..errors import BundleError
+from ..errors import BundleError, UserError
 from ..runtime.backends.base import Backend
 
 
@@ -17,9 +20,10 @@ class TorchEagerBackend(Backend):
     format = ""
     requires = "torch"
 
-    def __init__(self, bundle, *, deployable=None, **options):
+    def __init__(self, bundle, *, deployable=None, weights=None, **options):
         super().__init__(bundle, **options)
         self.deployable = deployable
+        self.weights = weights  # overrides the provenance's (a bundle moved to another machine)
 
     def _load(self) -> None:
         if self.threads:
@@ -32,7 +36,18 @@ class TorchEagerBackend(Backend):
             if not source:
                 raise BundleError(f"{self.bundle.path}: provenance names no source model to rebuild for the torch backend")
             options = {"input_size": tuple(self.bundle.meta["input_size"])} if self.bundle.meta.get("input_size") else {}
-            self.deployable = build_model(source, prov.get("weights"), **options)
+            weights = self.weights or prov.get("weights")
+            if weights and not Path(weights).is_file():
+                raise UserError(f"{self.bundle.path}: the PyTorch reference needs the weights it was exported from, "
+                                f"{weights}, which is not there; give --weights")
+            if not Path(source).exists() and ":" not in source:
+                raise UserError(f"{self.bundle.path}: the PyTorch reference needs the config it was exported from, "
+                                f"{source}, which is not there")
+            self.deployable = build_model(source, weights, **options)
+            if prov.get("static_outputs"):
+                from .static_outputs import with_static_outputs
+
+                self.deployable = with_static_outputs(self.deployable, prov["static_outputs"])
         self.module = self.deployable.module.eval().to(self.device)
 
     def _run(self, feed):

@@ -46,11 +46,11 @@ def _nonfinite(ref: dict, got: dict) -> list[str]:
 
 def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), backends: Optional[Sequence[str]] = None,
                      gates: Optional[dict[str, float]] = None, tolerances: Optional[dict[str, Tolerance]] = None,
-                     log=print) -> dict:
+                     weights: Optional[str] = None, log=print) -> dict:
     """Compare every backend the bundle has with PyTorch; return the verification record (nothing is written)."""
     task = get_task(bundle.task)
     judged = task.resolve_gates(gates)
-    ref_backend = TorchEagerBackend(bundle, deployable=deployable).load()
+    ref_backend = TorchEagerBackend(bundle, deployable=deployable, weights=weights).load()
     names = list(backends or runnable_backends(bundle))
     cases = _inputs(bundle, images)
     runners = {b: create_backend(b, bundle).load() for b in names}

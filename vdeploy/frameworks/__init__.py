@@ -7,6 +7,7 @@ its name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import UserError
@@ -63,4 +64,10 @@ def build_model(spec: str, weights: Optional[str] = None, **options):
     source = resolve(spec)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return source.build(spec, weights, **options)
+        dm = source.build(spec, weights, **options)
+    # Absolute paths: `vdeploy verify` rebuilds this model from a bundle's provenance, from any folder.
+    for key in ("source", "weights"):
+        value = dm.provenance.get(key)
+        if isinstance(value, str) and Path(value).exists():
+            dm.provenance[key] = str(Path(value).resolve())
+    return dm

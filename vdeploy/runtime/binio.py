@@ -2,8 +2,11 @@
 tools): preprocessed inputs out as raw .bin files, raw outputs back in, the bundle's own
 postprocessing applied. Layout and naming: docs/bin-workflow.md.
 
-    to_bin(bundle, image_dir, out)          out/inputs/NNNNNN/<input>.bin, info.txt, input_list.txt, preprocess.json
-    from_bin(bundle, outputs_dir, out_json) outputs_dir/NNNNNN/<output>.bin|.npy -> prediction records
+    to_bin(bundle, image_dir, out)      out/inputs/NNNNNN/NNNNNN_<image stem>.bin (+ .<input>.bin for
+                                        other inputs), info.txt, input_list.txt, preprocess.json
+    from_bin(bundle, outputs_dir, out)  raw outputs in a layout (default NNNNNN/<output>.bin|.npy;
+                                        `{stem}_{index}.bin` for NPU dump folders) -> the results
+                                        `predict` writes (vdeploy.runtime.outputs)
 """
 from __future__ import annotations
 
@@ -16,14 +19,20 @@ import numpy as np
 from ..errors import UserError
 from ..bundle import Bundle
 from ..eval.datasets import IMAGE_SUFFIXES
-from .tasks import get_task
 from .io import atomic_output, atomic_write, atomic_write_json, read_image
+from .outputs import ResultsWriter
 from .postprocess import postprocess
 from .preprocess import preprocess
 
 PREPROCESS_JSON = "preprocess.json"
 INFO_TXT = "info.txt"
 INPUT_LIST = "input_list.txt"
+# Where from-bin finds sample i's output k: {sample} six-digit index, {stem} the stem of the
+# sample's image input file as to-bin named it, {index} the output's position, {name} its name.
+DEFAULT_LAYOUT = "{sample}/{name}.bin"
+LAYOUT_FIELDS = ("sample", "stem", "index", "name")
+# Byte sizes of the element types an output file may hold, to say which one a size implies.
+_ITEMSIZE_HINTS = {8: "int64 or float64", 4: "float32 or int32", 2: "float16", 1: "uint8 or bool"}
 
 
 def sample_dir(index: int) -> str:
@@ -52,13 +61,16 @@ def to_bin(bundle: Bundle, image_dir: Path, out: Path, advance: Callable[[int], 
     for index, path in enumerate(images):
         prep = preprocess(read_image(path), meta, meta.get("input_size"))
         rel = path.relative_to(image_dir).as_posix()
+        # named after the image, unique across samples: tools that name their outputs after the
+        # input file (<stem>_<k>.bin) then never collide
+        stem = f"{sample_dir(index)}_{path.stem}"
         files = {}
-        for name, arr in prep.inputs.items():
-            f = f"inputs/{sample_dir(index)}/{name}.bin"
+        for k, (name, arr) in enumerate(prep.inputs.items()):
+            f = f"inputs/{sample_dir(index)}/{stem}{'' if k == 0 else '.' + name}.bin"
             _save_raw(out / f, arr)
             files[name] = {"file": f, "shape": list(arr.shape), "dtype": str(arr.dtype)}
         h, w = prep.meta["orig_hw"]
-        samples.append({"index": index, "image": rel, "width": w, "height": h, "inputs": files,
+        samples.append({"index": index, "image": rel, "stem": stem, "width": w, "height": h, "inputs": files,
                         "meta": _jsonable(prep.meta)})
         info_lines.append(f"{index} {rel} {w} {h}")
         list_lines.append(" ".join(v["file"] for v in files.values()))
@@ -94,44 +106,76 @@ def _shape_from_sidecar(path: Path) -> Optional[list[int]]:
         raise UserError(f"{side}: expected whole numbers separated by spaces") from None
 
 
-def _resolve_shape(spec_shape, n_items: int, input_dims: dict[str, int], where: Path) -> list[int]:
-    """Fixed dims from the spec, named dims shared with an input from that input's shape, and
-    one remaining unknown dim from the file's size."""
-    dims = [d if isinstance(d, int) and d > 0 else input_dims.get(d) if isinstance(d, str) else None
+def _resolve_shape(spec_shape, n_items: int, dims_known: dict[str, int], where: Path, dtype: np.dtype) -> list[int]:
+    """Fixed dims from the spec, named dims from the inputs or from outputs already read (every
+    detection output shares N), and one remaining unknown dim from the file's size. A size that
+    contradicts a known dim is refused with the numbers, and with the element type it implies."""
+    dims = [d if isinstance(d, int) and d > 0 else dims_known.get(d) if isinstance(d, str) else None
             for d in spec_shape]
     unknown = [i for i, d in enumerate(dims) if d is None]
     known = int(np.prod([d for d in dims if d is not None])) if dims else 1
     if len(unknown) > 1:
         raise UserError(f"{where}: the shape {spec_shape} has several unknown dims; write a .shape file beside it "
                         "or save the output as .npy")
+    if (unknown and (known == 0 or n_items % known)) or (not unknown and known != n_items):
+        expected = f"a multiple of {known}" if unknown else str(known)
+        hint = ""
+        nbytes = n_items * dtype.itemsize
+        if not unknown and known and nbytes % known == 0 and nbytes // known in _ITEMSIZE_HINTS:
+            hint = f"; its {nbytes} bytes would be {known} values of {_ITEMSIZE_HINTS[nbytes // known]}: give --dtype"
+        named = ", ".join(f"{d}={dims_known[d]}" for d in spec_shape if isinstance(d, str) and d in dims_known)
+        raise UserError(f"{where}: {n_items} {dtype.name} values, but the shape {spec_shape}"
+                        + (f" with {named}" if named else "") + f" holds {expected}{hint}")
     if unknown:
-        if known == 0 or n_items % known:
-            raise UserError(f"{where}: {n_items} values do not fit the shape {spec_shape}")
         dims[unknown[0]] = n_items // known
-    elif known != n_items:
-        raise UserError(f"{where}: {n_items} values, but the shape {spec_shape} holds {known}")
     return [int(d) for d in dims]
 
 
-def read_output(folder: Path, spec: dict, input_dims: dict[str, int], dtypes: dict[str, str]) -> np.ndarray:
+def read_output(path: Path, spec: dict, dims_known: dict[str, int], dtypes: dict[str, str]) -> np.ndarray:
+    """One output file (raw .bin, or .npy which carries its own dtype and shape). Named dims it
+    resolves are added to `dims_known` for the outputs read after it."""
     name = spec["name"]
-    npy, raw = folder / f"{name}.npy", folder / f"{name}.bin"
-    if npy.is_file():
-        return np.load(npy, allow_pickle=False)
-    if not raw.is_file():
-        raise UserError(f"{folder}: no {name}.bin or {name}.npy (one file per output, named after the output)")
+    npy = path.with_suffix(".npy")
+    if path.suffix == ".bin" and not path.is_file() and npy.is_file():
+        path = npy
+    if path.suffix == ".npy" and path.is_file():
+        data = np.load(path, allow_pickle=False)
+        _learn_dims(spec.get("shape", []), data.shape, dims_known)
+        return data
+    if not path.is_file():
+        raise UserError(f"{path}: missing (output {name!r}; see --layout)")
     try:
         dtype = np.dtype(dtypes.get(name, spec.get("dtype", "float32"))).newbyteorder("<")
     except TypeError:
-        raise UserError(f"{raw}: unknown element type {dtypes.get(name, spec.get('dtype'))!r}") from None
-    size = raw.stat().st_size
+        raise UserError(f"{path}: unknown element type {dtypes.get(name, spec.get('dtype'))!r}") from None
+    size = path.stat().st_size
     if size % dtype.itemsize:
-        raise UserError(f"{raw}: {size} bytes is not a whole number of {dtype.name} values")
-    data = np.fromfile(raw, dtype=dtype)
-    shape = _shape_from_sidecar(raw) or _resolve_shape(spec.get("shape", [data.size]), data.size, input_dims, raw)
+        raise UserError(f"{path}: {size} bytes is not a whole number of {dtype.name} values")
+    data = np.fromfile(path, dtype=dtype)
+    shape = _shape_from_sidecar(path) or _resolve_shape(spec.get("shape", [data.size]), data.size, dims_known, path, dtype)
     if int(np.prod(shape)) != data.size:
-        raise UserError(f"{raw}: {data.size} values do not fit the shape {shape}")
+        raise UserError(f"{path}: {data.size} values do not fit the shape {shape}")
+    _learn_dims(spec.get("shape", []), shape, dims_known)
     return data.reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _learn_dims(spec_shape, shape, dims_known: dict[str, int]) -> None:
+    for d, n in zip(spec_shape, shape):
+        if isinstance(d, str):
+            dims_known.setdefault(d, int(n))
+
+
+def output_path(outputs: Path, layout: str, sample: dict, index: int, name: str) -> Path:
+    """Sample `sample`'s output number `index` (named `name`) under `outputs`, per `layout`."""
+    fields = {"sample": sample_dir(sample["index"]), "stem": sample.get("stem", sample_dir(sample["index"])),
+              "index": index, "name": name}
+    try:
+        rel = layout.format(**fields)
+    except (KeyError, IndexError, ValueError) as e:
+        raise UserError(f"--layout {layout!r}: use only {{{'}, {'.join(LAYOUT_FIELDS)}}} ({e})") from None
+    if ".." in Path(rel).parts or Path(rel).is_absolute():
+        raise UserError(f"--layout {layout!r}: must name files inside --outputs")
+    return outputs / rel
 
 
 def _input_dims(bundle_inputs: Sequence[dict], sample: dict) -> dict[str, int]:
@@ -146,29 +190,27 @@ def _input_dims(bundle_inputs: Sequence[dict], sample: dict) -> dict[str, int]:
 
 
 def from_bin(bundle: Bundle, outputs: Path, out: Path, bins: Optional[Path] = None,
-             dtypes: Optional[dict[str, str]] = None, advance: Callable[[int], None] = lambda n: None) -> int:
-    """Read every sample's raw outputs, postprocess them, write the records to `out` (JSON)."""
+             dtypes: Optional[dict[str, str]] = None, layout: str = DEFAULT_LAYOUT,
+             advance: Callable[[int], None] = lambda n: None) -> ResultsWriter:
+    """Read every sample's raw outputs, postprocess them, and write the results `predict` writes to `out`."""
     meta = bundle.meta
     pj = find_preprocess_json(outputs, bins)
     info = json.loads(pj.read_text())
     if info.get("bundle_digest") and meta.get("digest") and info["bundle_digest"] != meta["digest"]:
         raise UserError(f"{pj}: was written for another bundle (digest {info['bundle_digest'][:12]}...)")
-    side_dir = out.parent
-    records = []
-    for sample in info["samples"]:
-        folder = outputs / sample_dir(sample["index"])
-        if not folder.is_dir():
-            raise UserError(f"{folder}: missing; expected the outputs of image {sample['image']} there")
-        dims = _input_dims(meta["inputs"], sample)
-        raw = {o["name"]: read_output(folder, o, dims, dtypes or {}) for o in meta["outputs"]}
-        pm = dict(sample["meta"])
-        pm = {k: tuple(v) if isinstance(v, list) else v for k, v in pm.items()}
-        pred = postprocess(raw, pm, meta)
-        records.append(get_task(pred.task).record(pred, sample["image"], meta["classes"], side_dir))
-        advance(1)
-    atomic_write_json(out, {"task": meta["task"], "classes": meta["classes"], "bundle_digest": meta.get("digest"),
-                            "predictions": records})
-    return len(records)
+    for d in dtypes or {}:
+        if d not in bundle.output_names():
+            raise UserError(f"--dtype {d}: the bundle has no such output (it has: {', '.join(bundle.output_names())})")
+    writer = ResultsWriter(out, meta["task"], meta["classes"])
+    with writer:
+        for sample in info["samples"]:
+            dims = _input_dims(meta["inputs"], sample)
+            raw = {o["name"]: read_output(output_path(outputs, layout, sample, k, o["name"]), o, dims, dtypes or {})
+                   for k, o in enumerate(meta["outputs"])}
+            pm = {k: tuple(v) if isinstance(v, list) else v for k, v in sample["meta"].items()}
+            writer.add(sample["image"], postprocess(raw, pm, meta))
+            advance(1)
+    return writer
 
 
 __all__ = ["to_bin", "from_bin", "read_output", "PREPROCESS_JSON"]

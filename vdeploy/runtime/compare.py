@@ -90,7 +90,8 @@ def match_detections(ref: dict, got: dict, iou_threshold: float = 0.5) -> tuple[
 
 def _scored(d: dict) -> dict:
     """Rows with a positive score only: OpenVINO answers an empty result with one uninitialised row
-    of score 0, which the host postprocessing drops as well (detectron2's filter is `score > t`)."""
+    of score 0, which the host postprocessing drops as well (detectron2's filter is `score > t`);
+    the zero rows that pad static outputs go the same way."""
     keep = d["scores"].reshape(-1) > 0
     return {k: (v[keep] if k in DETECTION_OUTPUTS and v.shape[:1] == keep.shape else v) for k, v in d.items()}
 

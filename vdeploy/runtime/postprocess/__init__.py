@@ -24,6 +24,9 @@ def detection(raw, meta, spec) -> Prediction:
     pp = spec["postprocess"]
     h, w = meta["orig_hw"]
     sx, sy = meta["scale_xy"]
+    if "num_detections" in raw:  # static outputs: only the leading rows are detections
+        n = int(np.asarray(raw["num_detections"]).reshape(-1)[0])
+        raw = {k: (v if k == "num_detections" else v[:n]) for k, v in raw.items()}
     boxes = raw["boxes"].reshape(-1, 4).astype(np.float32) * np.array([sx, sy, sx, sy], np.float32)
     scores = raw["scores"].reshape(-1).astype(np.float32)
     classes = raw["classes"].reshape(-1).astype(np.int64)
