@@ -194,8 +194,33 @@ def test_input_size_recorded_and_checked(tmp_path):
     cfg = _cfg(tmp_path, FPN.format(depth=18, res2=64, groups=1, width=64, stride_in_1x1=True, norm="FrozenBN",
                                     fpn_norm="", box_convs=0))
     assert build_from_config(cfg, input_size=(640, 800)).input_size == (640, 800)
-    with pytest.raises(ConfigError, match="multiples of 32"):
-        build_from_config(cfg, input_size=(650, 800))
+    with pytest.raises(ConfigError, match="positive"):
+        build_from_config(cfg, input_size=(0, 800))
+
+
+def test_a_canvas_of_any_size_gives_the_detections_of_the_image_alone(tmp_path):
+    # 1125 is no multiple of 32: the graph pads the canvas to 1152 with the pixel mean, as
+    # detectron2's ImageList pads the normalised image with zeros
+    cfg = _cfg(tmp_path, FPN.format(depth=18, res2=64, groups=1, width=64, stride_in_1x1=True, norm="FrozenBN",
+                                    fpn_norm="", box_convs=0))
+    dyn = build_from_config(cfg)
+    fixed = build_from_config(cfg, input_size=(200, 1125))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in dyn.module.parameters():
+            p.copy_(torch.randn_like(p) * 0.02)
+        fixed.module.detector.load_state_dict(dyn.module.state_dict())
+        image = torch.rand(1, 3, 190, 1125) * 255
+        mean = torch.tensor(dyn.spec["preprocess"]["normalize"]["mean"]).reshape(1, 3, 1, 1)
+        canvas = mean.expand(1, 3, 200, 1125).clone()
+        canvas[:, :, :190] = image
+        padded = mean.expand(1, 3, 192, 1152).clone()
+        padded[:, :, :190, :1125] = image
+        im_info = torch.tensor([[190.0, 1125.0]])
+        want, got = dyn.module(padded, im_info), fixed.module(canvas, im_info)
+    assert len(want[0]) > 0
+    for a, b in zip(want, got):
+        torch.testing.assert_close(b, a)
 
 
 def test_unsupported_config_is_a_user_error(tmp_path):

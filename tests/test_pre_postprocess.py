@@ -106,3 +106,20 @@ def test_an_empty_result_stays_empty_when_an_engine_pads_it_with_a_zero_score_ro
     meta = {"orig_hw": (40, 50), "resized_hw": (40, 50), "scale_xy": (1.0, 1.0)}
     assert len(postprocess(padded, meta, spec)) == 0
     assert all(r.passed for r in compare_detections(empty, padded, {}))
+
+
+def test_letterbox_fill_scales_the_image_to_fill_the_canvas():
+    from vdeploy.runtime.preprocess import preprocess
+
+    spec = {"inputs": [{"name": "images", "shape": [1, 3, 2000, 1125]}],
+            "preprocess": {"resize": {"type": "shortest_edge", "min_size": 800, "max_size": 1333, "letterbox": "fill"},
+                           "pad": {"size_divisibility": 32}, "normalize": {"mean": [1.0, 2.0, 3.0], "std": [1, 1, 1]}}}
+    img = np.full((100, 50, 3), 200, np.uint8)
+    prep = preprocess(img, spec, (2000, 1125))
+    assert prep.meta["resized_hw"] == (2000, 1000) and prep.meta["padded_hw"] == (2000, 1125)
+    x = prep.inputs["images"]
+    assert x.shape == (1, 3, 2000, 1125) and x[0, 0, 10, 1010] == 1.0 and x[0, 0, 10, 10] == 200.0
+    # without fill: the framework's own resize (800 short side, 1333 long at most), shrunk only to fit
+    assert preprocess(img, dict(spec, preprocess=dict(spec["preprocess"], resize={"type": "shortest_edge", "min_size": 800,
+                                                                                  "max_size": 1333})),
+                      (2000, 1125)).meta["resized_hw"] == (1333, 667)

@@ -16,6 +16,9 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--slim", action="store_true", help="simplify the ONNX graph with onnxslim")
+    p.add_argument("--letterbox", choices=("shrink", "fill"), default="shrink",
+                   help="with a fixed --input-size: shrink (the framework's own resize, shrunk only when it does not "
+                        "fit the canvas: the framework's detections) or fill (scaled up or down to fill the canvas)")
     p.add_argument("--static-outputs", action="store_true",
                    help="detectors: pad every output to the maximum detections, with a num_detections output, so "
                         "that every tensor has a fixed shape (NPU compilers, static TensorRT engines)")
@@ -25,6 +28,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from ..errors import UserError
     from ..export import export_bundle
     from ..frameworks import build_model
     from ..runtime.tasks import get_task, parse_gate_options
@@ -33,9 +37,11 @@ def run(args) -> int:
     size = parse_size(args.input_size)
     dm = build_model(args.model, args.weights, **({"input_size": size} if size else {}))
     if args.dynamic and dm.input_size:
-        from ..errors import UserError
-
         raise UserError(f"{args.model} only runs at a fixed size {dm.input_size}; --dynamic does not apply")
+    if args.letterbox == "fill":
+        if not dm.input_size:
+            raise UserError("--letterbox fill needs a fixed --input-size (the canvas to fill)")
+        dm.spec["preprocess"].setdefault("resize", {"type": "none"})["letterbox"] = "fill"
     if args.static_outputs:
         from ..export.static_outputs import with_static_outputs
 

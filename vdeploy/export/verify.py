@@ -9,10 +9,12 @@ are kept as diagnostics: they say where two engines differ, not whether the mode
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
 from ..bundle import Bundle, update_deploy_json
 from ..errors import VerificationError
@@ -54,12 +56,14 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
     names = list(backends or runnable_backends(bundle))
     cases = _inputs(bundle, images)
     runners = {b: create_backend(b, bundle).load() for b in names}
-    refs, gots = [], {b: [] for b in names}
+    refs, gots, refs_1t = [], {b: [] for b in names}, []
     nonfinite: dict[str, list[str]] = {b: [] for b in names}
     rows = []
     for case, prep in cases:
         raw_ref = ref_backend.infer(prep.inputs)
         refs.append(postprocess(raw_ref, prep.meta, bundle.meta))
+        with _one_thread():
+            refs_1t.append(postprocess(ref_backend.infer(prep.inputs), prep.meta, bundle.meta))
         for b, runner in runners.items():
             raw = runner.infer(prep.inputs)
             bad = _nonfinite(raw_ref, raw)
@@ -82,7 +86,11 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
         if failed and first_failure is None:
             first_failure = f"{b} disagrees with PyTorch: {failed[0]}"
     passed = first_failure is None and bool(names)
+    # PyTorch against itself on one thread: the float32 noise no export can be judged below
+    noise = task.agreement(refs, refs_1t, bundle.meta).metrics
     _print_diagnostics(rows, log)
+    log(f"PyTorch against itself (1 thread vs {torch.get_num_threads()}): "
+        + ", ".join(f"{k} {v:.6g}" for k, v in noise.items()))
     for b, v in verdicts.items():
         figures = ", ".join(f"{k} {val:.6g}" for k, val in v["metrics"].items())
         log(f"{b}: {'PASS' if v['passed'] else 'FAIL'} ({figures})" + ("" if v["passed"] else f": {'; '.join(v['failed'])}")
@@ -90,7 +98,17 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
     log("verification " + ("passed" if passed else f"FAILED: {first_failure or 'no backend to compare'}"))
     return {"passed": passed, "first_failure": first_failure or ("" if names else "no backend to compare"),
             "reference": "torch", "task": bundle.task, "gates": [g.describe() for g in judged],
-            "inputs": [c for c, _ in cases], "backends": verdicts, "diagnostics": rows}
+            "inputs": [c for c, _ in cases], "backends": verdicts, "reference_noise": noise, "diagnostics": rows}
+
+
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def verify_bundle(bundle: Bundle, deployable=None, *, raise_on_failure: bool = True, **kwargs) -> Bundle:

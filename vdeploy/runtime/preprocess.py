@@ -49,6 +49,11 @@ def resize(image: np.ndarray, h: int, w: int, interp: str) -> np.ndarray:
 def _target_size(h: int, w: int, rs: dict, input_size) -> tuple[int, int, tuple[int, int, int, int] | None]:
     """(resized h, w, crop box or None) for one image under the resize policy."""
     kind = rs.get("type", "none")
+    if input_size is not None and rs.get("letterbox") == "fill":
+        # the image fills the fixed canvas, enlarged or shrunk, aspect ratio kept
+        H, W = input_size
+        s = min(H / h, W / w)
+        return min(H, max(1, int(h * s + 0.5))), min(W, max(1, int(w * s + 0.5))), None
     if kind == "shortest_edge":
         nh, nw = shortest_edge_size(h, w, rs["min_size"], rs["max_size"])
     elif kind == "fixed":

@@ -304,9 +304,9 @@ def fixed_input(module, spec: dict, input_size: Optional[Sequence[int]]):
         return module, None
     size = tuple(int(v) for v in input_size)
     div = spec["preprocess"]["pad"]["size_divisibility"]
-    _require(len(size) == 2 and min(size) > 0 and (div == 0 or all(v % div == 0 for v in size)),
-             f"input_size must be (height, width), multiples of {div} for this backbone; got {input_size}")
-    return LetterboxCrop(module, div).eval(), size
+    _require(len(size) == 2 and min(size) > 0, f"input_size must be (height, width), positive; got {input_size}")
+    # a side that is not a multiple of the divisibility is padded in the graph (see LetterboxCrop)
+    return LetterboxCrop(module, div, size, spec["preprocess"]["normalize"]["mean"]).eval(), size
 
 
 def build(spec_path: str, weights: Optional[str] = None, **options) -> DeployableModel:

@@ -13,14 +13,33 @@ class LetterboxCrop(nn.Module):
     sees, and those crowd real proposals out of the RPN's top-k. So the canvas is first cut down
     to the resized image padded to the backbone's size divisibility, which is exactly the tensor
     detectron2's ImageList builds; the cut is computed from `im_info`, in the graph.
+
+    A canvas of any size works: when a side is not a multiple of the size divisibility (the
+    2000x1125 letterbox of a TorchScript recipe), the canvas is first extended in the graph to the
+    next multiple with `pad_value`, the pixel mean, which the detector's own normalisation turns
+    into the zeros detectron2's ImageList pads with.
     """
 
-    def __init__(self, detector: nn.Module, size_divisibility: int):
+    def __init__(self, detector: nn.Module, size_divisibility: int, canvas_hw=None, pad_value=None):
         super().__init__()
         self.detector = detector
-        self.size_divisibility = max(int(size_divisibility), 1)
+        self.size_divisibility = d = max(int(size_divisibility), 1)
+        h, w = canvas_hw or (0, 0)
+        self.extra = (-(-h // d) * d - h, -(-w // d) * d - w) if canvas_hw else (0, 0)
+        self.register_buffer("pad_value", torch.tensor(pad_value or [0.0, 0.0, 0.0], dtype=torch.float32).reshape(1, -1, 1, 1),
+                             persistent=False)
+
+    def _extend(self, images: torch.Tensor) -> torch.Tensor:
+        eh, ew = self.extra
+        n, c, h, w = images.shape
+        if eh:
+            images = torch.cat([images, self.pad_value.expand(n, c, eh, w)], dim=2)
+        if ew:
+            images = torch.cat([images, self.pad_value.expand(n, c, h + eh, ew)], dim=3)
+        return images
 
     def forward(self, images: torch.Tensor, im_info: torch.Tensor):
+        images = self._extend(images)
         d = float(self.size_divisibility)
         padded = (torch.ceil(im_info[0] / d) * d).to(torch.int64)
         # index_select with a computed range stays dynamic in an exported graph (a Python slice

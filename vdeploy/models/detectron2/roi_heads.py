@@ -133,13 +133,16 @@ class StandardROIHeads(nn.Module):
         box_pooler, box_head, box_predictor: ROIPooler, FastRCNNConvFCHead, FastRCNNOutputLayers.
         mask_pooler, mask_head: ROIPooler and MaskRCNNConvUpsampleHead, or None (Faster R-CNN).
         mask_in_features: feature names for the mask pooler (defaults to in_features).
+        keypoint_pooler, keypoint_head: ROIPooler and KRCNNConvDeconvUpsampleHead, or None.
 
-    forward(features, proposals [P, 4], image_hw [2]) -> (boxes, scores, classes[, mask_probs]).
+    forward(features, proposals [P, 4], image_hw [2])
+    -> (boxes, scores, classes[, mask_probs][, keypoint_heatmaps [N, K, S, S]]).
     """
 
     def __init__(self, in_features: Sequence[str], box_pooler: ROIPooler, box_head: nn.Module,
                  box_predictor: FastRCNNOutputLayers, *, mask_pooler: Optional[ROIPooler] = None,
-                 mask_head: Optional[nn.Module] = None, mask_in_features: Optional[Sequence[str]] = None):
+                 mask_head: Optional[nn.Module] = None, mask_in_features: Optional[Sequence[str]] = None,
+                 keypoint_pooler: Optional[ROIPooler] = None, keypoint_head: Optional[nn.Module] = None):
         super().__init__()
         self.in_features = tuple(in_features)
         self.box_pooler = box_pooler
@@ -150,11 +153,20 @@ class StandardROIHeads(nn.Module):
             self.mask_in_features = tuple(mask_in_features or in_features)
             self.mask_pooler = mask_pooler
             self.mask_head = mask_head
+        self.keypoint_on = keypoint_head is not None
+        if self.keypoint_on:
+            self.keypoint_pooler = keypoint_pooler
+            self.keypoint_head = keypoint_head
 
     def box_outputs(self, features: dict[str, torch.Tensor], boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw predictor outputs (class logits, deltas) for the given boxes [R, 4]."""
         x = self.box_pooler([features[f] for f in self.in_features], boxes)
         return self.box_predictor(self.box_head(x))
+
+    def keypoint_outputs(self, features: dict[str, torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
+        """Keypoint heatmap logits [N, K, S, S] of the detections' boxes [N, 4] (pooled from the
+        box head's features, as detectron2's keypoint_in_features are)."""
+        return self.keypoint_head(self.keypoint_pooler([features[f] for f in self.in_features], boxes))
 
     def mask_outputs(self, features: dict[str, torch.Tensor], boxes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Mask probabilities [N, M, M] of the given detections (boxes [N, 4], classes [N])."""
@@ -163,9 +175,12 @@ class StandardROIHeads(nn.Module):
     def forward(self, features: dict[str, torch.Tensor], proposals: torch.Tensor, image_hw: torch.Tensor):
         logits, deltas = self.box_outputs(features, proposals)
         boxes, scores, classes = self.box_predictor.inference(logits, deltas, proposals, image_hw)
-        if not self.mask_on:
-            return boxes, scores, classes
-        return boxes, scores, classes, self.mask_outputs(features, boxes, classes)
+        out = (boxes, scores, classes)
+        if self.mask_on:
+            out += (self.mask_outputs(features, boxes, classes),)
+        if self.keypoint_on:
+            out += (self.keypoint_outputs(features, boxes),)
+        return out
 
 
 class Res5ROIHeads(nn.Module):
