@@ -44,7 +44,7 @@ def test_gate_options_parse_and_unknown_metrics_name_the_task_gates():
 def test_identical_detections_agree_fully():
     d = _random_dets(30, 0)
     m = get_task("detection").agreement([d], [d], {"postprocess": {"max_detections": 100}}).metrics
-    assert m == {"bbox_ap": pytest.approx(1.0)}
+    assert m == {"bbox_ap": pytest.approx(1.0), "box_offset_px": 0.0}
 
 
 def test_a_detection_that_ties_at_the_top_k_cut_is_not_a_mismatch():
@@ -64,6 +64,20 @@ def test_a_missing_confident_detection_fails_the_ap_gate():
     assert not gate.passes(m["bbox_ap"])
 
 
+def test_a_half_pixel_shift_of_large_boxes_fails_on_the_offset_gate():
+    ref = _random_dets(20, 4)
+    ref.boxes *= 3  # large boxes: a 0.4 px slip barely moves COCO AP
+    got = _dets(ref.boxes + 0.4, ref.scores, ref.classes)
+    task = get_task("detection")
+    m = task.agreement([ref], [got], {"postprocess": {}}).metrics
+    failed = [g.metric for g in task.resolve_gates() if not g.passes(m[g.metric])]
+    assert failed == ["box_offset_px"] and m["box_offset_px"] == pytest.approx(0.4, abs=1e-4)
+    # engines' noise is unbiased: a random 0.05 px jitter passes
+    rng = np.random.default_rng(0)
+    jitter = _dets(ref.boxes + rng.normal(0, 0.05, ref.boxes.shape), ref.scores, ref.classes)
+    assert task.agreement([ref], [jitter], {"postprocess": {}}).metrics["box_offset_px"] < 0.05
+
+
 def test_masks_are_judged_at_image_size():
     ref = _random_dets(5, 3)
     masks = np.zeros((5, 200, 300), bool)
@@ -77,6 +91,7 @@ def test_masks_are_judged_at_image_size():
     ok = task.agreement([ref], [_dets(ref.boxes, ref.scores, ref.classes, masks=masks)], {"postprocess": {}}).metrics
     bad = task.agreement([ref], [got], {"postprocess": {}})
     assert ok["segm_ap"] == pytest.approx(1.0) and bad.metrics["bbox_ap"] == pytest.approx(1.0)
+    assert bad.metrics["box_offset_px"] == 0.0
     assert bad.metrics["segm_ap"] < 0.5 and bad.per_input[0]["mask_iou_mean"] == pytest.approx(0.5, abs=0.02)
 
 
@@ -144,26 +159,36 @@ def _perturbed_weights(name, out, seed):
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny_det(tmp_path_factory):
+def _need_tiny(name):
     from vdeploy.models.tiny import default_weights
 
-    if not default_weights("shapes_det").is_file():
-        pytest.skip("no trained weights for tiny:shapes_det; run scripts/train_tiny.py shapes_det")
+    if not default_weights(name).is_file():
+        pytest.skip(f"no trained weights for tiny:{name}; run scripts/train_tiny.py {name}")
+
+
+@pytest.fixture(scope="module")
+def tiny_det(tmp_path_factory):
+    _need_tiny("shapes_det")
     return tmp_path_factory.mktemp("gates")
 
 
+GATES = {"shapes_det": ["bbox_ap >= 0.99", "segm_ap >= 0.99", "box_offset_px <= 0.1"], "shapes_seg": ["pixel_agreement >= 0.999", "miou >= 0.99"],
+         "shapes_cls": ["top1_agreement >= 1", "prob_abs <= 0.001"]}
+
+
+@pytest.mark.parametrize("name", list(GATES))
 @pytest.mark.parametrize("seed", [1, 2])
-def test_exports_of_other_weights_pass_and_record_the_gates(tiny_det, seed):
-    w = _perturbed_weights("shapes_det", tiny_det / f"w{seed}.safetensors", seed)
-    out = tiny_det / f"b{seed}"
-    r = vd("export", "tiny:shapes_det", "--weights", w, "--format", "onnx,openvino", "--out", out)
+def test_exports_of_other_weights_pass_and_record_the_gates(tmp_path, name, seed):
+    _need_tiny(name)
+    w = _perturbed_weights(name, tmp_path / f"w{seed}.safetensors", seed)
+    out = tmp_path / f"b{seed}"
+    r = vd("export", f"tiny:{name}", "--weights", w, "--format", "onnx,openvino", "--out", out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     v = json.loads((out / "deploy.json").read_text())["verification"]
-    assert v["passed"] and v["gates"] == ["bbox_ap >= 0.99", "segm_ap >= 0.99"]
+    assert v["passed"] and v["gates"] == GATES[name]
     for b in ("onnxruntime", "openvino"):
-        assert v["backends"][b]["passed"] and v["backends"][b]["metrics"]["segm_ap"] >= 0.99
-    assert "onnxruntime: PASS" in r.stdout and "openvino: PASS" in r.stdout
+        assert v["backends"][b]["passed"] and set(v["backends"][b]["metrics"]) == {g.split()[0] for g in GATES[name]}
+    assert "onnxruntime: PASS" in r.stdout and "openvino: PASS" in r.stdout and "PyTorch against itself" in r.stdout
 
 
 def test_an_impossible_gate_fails_and_an_unknown_gate_is_refused_before_exporting(tiny_det):
@@ -173,13 +198,16 @@ def test_an_impossible_gate_fails_and_an_unknown_gate_is_refused_before_exportin
 
 
 @pytest.mark.skipif(not TAMPER.is_file(), reason=f"{TAMPER} is absent (the acceptance helpers live outside the repository)")
-@pytest.mark.parametrize("fault", ["swap-rb", "box-shift"])
-def test_altered_graphs_fail_verification(tiny_det, fault, tmp_path):
+@pytest.mark.parametrize("name, fault", [("shapes_det", "swap-rb"), ("shapes_det", "box-shift"),
+                                         ("shapes_seg", "resize-corners"), ("shapes_seg", "swap-rb"),
+                                         ("shapes_cls", "swap-rb")])
+def test_altered_graphs_fail_verification(tmp_path_factory, name, fault, tmp_path):
     import shutil
 
-    src = tiny_det / "onnx"
+    _need_tiny(name)
+    src = tmp_path_factory.getbasetemp() / f"tamper-src-{name}"
     if not src.exists():
-        r = vd("export", "tiny:shapes_det", "--format", "onnx", "--out", src)
+        r = vd("export", f"tiny:{name}", "--format", "onnx", "--out", src)
         assert r.returncode == 0, r.stderr[-2000:]
     b = tmp_path / "tampered"
     shutil.copytree(src, b)

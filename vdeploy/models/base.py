@@ -6,7 +6,8 @@ from typing import Any, Optional
 
 import torch
 
-TASKS = ("detection", "instance_segmentation", "semantic_segmentation", "embedding", "classification")
+TASKS = ("detection", "instance_segmentation", "keypoints", "panoptic_segmentation", "semantic_segmentation",
+         "embedding", "classification")
 
 
 @dataclass

@@ -16,8 +16,12 @@ class Prediction:
     scores: Optional[np.ndarray] = None     # N float32
     classes: Optional[np.ndarray] = None    # N int64, 0-based contiguous
     masks: Optional[np.ndarray] = None      # N x H x W bool
+    keypoints: Optional[np.ndarray] = None  # N x K x 3 float32 (x, y, score), keypoint detection
     # semantic segmentation
     label_map: Optional[np.ndarray] = None  # H x W int32 class indices
+    # panoptic segmentation (with the detections and the semantic label map above)
+    panoptic_seg: Optional[np.ndarray] = None  # H x W int32 segment ids, 0 = unlabelled
+    segments_info: Optional[list] = None       # per segment: id, isthing, category_id, area[, score]
     # embedding
     features: Optional[np.ndarray] = None   # D float32
     # classification

@@ -32,8 +32,18 @@ def to_coco_results(pred: Prediction, file_name: str, classes: list[str] | None 
             r["category_name"] = classes[c]
         if rles is not None:
             r["segmentation"] = rles[i]
+        if pred.keypoints is not None:
+            r["keypoints"] = coco_keypoints(pred.keypoints[i])
         out.append(r)
     return out
+
+
+def coco_keypoints(kps: np.ndarray) -> list[float]:
+    """K x 3 (x, y, score) -> COCO's flat [x1, y1, s1, ...] with x, y as pixel indices: 0.5 less
+    than the continuous coordinates, as detectron2's instances_to_coco_json writes them."""
+    k = np.asarray(kps, np.float64).copy()
+    k[:, :2] -= 0.5
+    return [float(v) for v in k.reshape(-1)]
 
 
 def classification_result(pred: Prediction, file_name: str, classes: list[str], topk: int = 5) -> dict:

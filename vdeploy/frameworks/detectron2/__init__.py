@@ -1,8 +1,11 @@
-"""detectron2 configs as a model source: GeneralizedRCNN (Faster/Mask R-CNN, cascade) and RetinaNet.
+"""detectron2 configs as a model source: GeneralizedRCNN (Faster/Mask/Keypoint R-CNN, cascade),
+RetinaNet, PanopticFPN, SemanticSegmentor and ProposalNetwork.
 
 A YAML file is claimed when its `_BASE_` chain (as written, before defaults) is a detectron2 config:
-a MODEL section, MODEL.META_ARCHITECTURE GeneralizedRCNN (the default) or RetinaNet and none of the keys that mark centermask2 or fast-reid configs
-(those detectron2-style frameworks are asked first, but the claim stands on its own).
+a MODEL section and none of the keys or meta architectures that mark centermask2 or fast-reid
+configs (those detectron2-style frameworks are asked first, but the claim stands on its own). Any
+other META_ARCHITECTURE is claimed too, so that the build refuses it by name ("... is not
+supported") rather than the file being left to no framework.
 """
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from pathlib import Path
 
 from .. import SOURCES, ModelSource
 
-META_ARCHITECTURES = ("GeneralizedRCNN", "RetinaNet")
+# fast-reid's meta architectures (its configs are detectron2-style YAML too).
+FOREIGN_META_ARCHITECTURES = ("Baseline", "MGN", "Distiller")
 # MODEL sub-keys that only other detectron2-based frameworks define.
 FOREIGN_MODEL_KEYS = ("FCOS", "VOVNET", "MOBILENET", "MASKIOU_ON", "MASKIOU_LOSS_WEIGHT", "HEADS", "LOSSES",
                       "BACKBONE.DEPTH", "BACKBONE.WITH_IBN")
@@ -38,7 +42,7 @@ def _claims(spec: str) -> bool:
         return False
     model = raw.get("MODEL") if isinstance(raw, dict) else None
     # detectron2's default META_ARCHITECTURE is GeneralizedRCNN.
-    if not isinstance(model, dict) or model.get("META_ARCHITECTURE", "GeneralizedRCNN") not in META_ARCHITECTURES:
+    if not isinstance(model, dict) or model.get("META_ARCHITECTURE", "GeneralizedRCNN") in FOREIGN_META_ARCHITECTURES:
         return False
     if any(_dig(model, k) is not None for k in FOREIGN_MODEL_KEYS):
         return False

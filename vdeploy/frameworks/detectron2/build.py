@@ -14,18 +14,23 @@ from ...registry import import_all
 from ...models.base import DeployableModel
 from ...models.detectron2.coco_classes import COCO_CLASSES
 from ...models.detectron2.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+from ...models.detectron2.keypoint_head import KRCNNConvDeconvUpsampleHead
 from ...models.detectron2.letterbox import LetterboxCrop
 from ...models.detectron2.mask_head import MaskRCNNConvUpsampleHead
 from ...models.detectron2.poolers import POOLER_TYPES, ROIPooler
 from ...models.detectron2.rcnn import GeneralizedRCNN
 from ...models.detectron2.registry import BACKBONES, META_ARCHS, PROPOSAL_GENERATORS, ROI_HEADS, ShapeSpec
 from ...models.detectron2.resnet import ResNet
+from ...runtime.coco_keypoints import keypoint_meta
 from ...models.detectron2.roi_heads import (FastRCNNConvFCHead, FastRCNNOutputLayers, Res5ROIHeads,
                                             StandardROIHeads, make_res5_stage)
 from ...models.detectron2.rpn import RPN, AnchorGenerator, StandardRPNHead
 
 # Modules of other heads that register their builders here when imported (absent = not written).
-_EXTRA_BUILDERS = ("vdeploy.frameworks.detectron2.build_cascade", "vdeploy.frameworks.detectron2.build_retinanet")
+_EXTRA_BUILDERS = ("vdeploy.frameworks.detectron2.build_cascade", "vdeploy.frameworks.detectron2.build_retinanet",
+                   "vdeploy.frameworks.detectron2.build_semantic")
+# Meta architectures whose deploy.json model part is not detection_spec's: name -> spec(cfg, module).
+ARCH_SPECS: dict = {}
 
 
 def get(cfg: dict, dotted: str) -> Any:
@@ -160,6 +165,13 @@ def mask_head_from_cfg(cfg: dict, in_channels: int) -> MaskRCNNConvUpsampleHead:
                                     cls_agnostic=bool(m["CLS_AGNOSTIC_MASK"]), conv_norm=m["NORM"])
 
 
+def keypoint_head_from_cfg(cfg: dict, in_channels: int) -> KRCNNConvDeconvUpsampleHead:
+    k = get(cfg, "MODEL.ROI_KEYPOINT_HEAD")
+    _require(k["NAME"] == "KRCNNConvDeconvUpsampleHead", f"MODEL.ROI_KEYPOINT_HEAD.NAME {k['NAME']!r} is not supported")
+    return KRCNNConvDeconvUpsampleHead(in_channels, num_keypoints=int(k["NUM_KEYPOINTS"]),
+                                       conv_dims=[int(d) for d in k["CONV_DIMS"]])
+
+
 def _roi_in_features(cfg: dict, shapes: dict[str, ShapeSpec]) -> list[str]:
     in_features = list(get(cfg, "MODEL.ROI_HEADS.IN_FEATURES"))
     same_channels(shapes, in_features, "MODEL.ROI_HEADS.IN_FEATURES")
@@ -175,6 +187,9 @@ def build_standard_roi_heads(cfg: dict, shapes: dict[str, ShapeSpec]) -> Standar
     if get(cfg, "MODEL.MASK_ON"):
         masks = {"mask_pooler": pooler_from_cfg(cfg, "ROI_MASK_HEAD", in_features, shapes),
                  "mask_head": mask_head_from_cfg(cfg, channels)}
+    if get(cfg, "MODEL.KEYPOINT_ON"):
+        masks.update(keypoint_pooler=pooler_from_cfg(cfg, "ROI_KEYPOINT_HEAD", in_features, shapes),
+                     keypoint_head=keypoint_head_from_cfg(cfg, channels))
     return StandardROIHeads(in_features, pooler_from_cfg(cfg, "ROI_BOX_HEAD", in_features, shapes), box_head,
                             fast_rcnn_from_cfg(cfg, box_head.output_size), **masks)
 
@@ -202,12 +217,13 @@ def build_res5_roi_heads(cfg: dict, shapes: dict[str, ShapeSpec]) -> Res5ROIHead
 @META_ARCHS.register("GeneralizedRCNN")
 def build_generalized_rcnn(cfg: dict) -> GeneralizedRCNN:
     m = get(cfg, "MODEL")
-    _require(not m.get("KEYPOINT_ON"), "keypoint heads (MODEL.KEYPOINT_ON) are not supported")
     _require(not m.get("LOAD_PROPOSALS"), "precomputed proposals (MODEL.LOAD_PROPOSALS) are not supported")
     backbone = BACKBONES.get(get(cfg, "MODEL.BACKBONE.NAME"))(cfg, len(m["PIXEL_MEAN"]))
     shapes = backbone.output_shape()
     proposals = PROPOSAL_GENERATORS.get(get(cfg, "MODEL.PROPOSAL_GENERATOR.NAME"))(cfg, shapes)
     roi_heads = ROI_HEADS.get(get(cfg, "MODEL.ROI_HEADS.NAME"))(cfg, shapes)
+    _require(not m.get("KEYPOINT_ON") or getattr(roi_heads, "keypoint_on", False),
+             f"keypoint heads (MODEL.KEYPOINT_ON) with MODEL.ROI_HEADS.NAME {m['ROI_HEADS']['NAME']!r} are not supported")
     return GeneralizedRCNN(backbone, proposals, roi_heads, pixel_mean=m["PIXEL_MEAN"], pixel_std=m["PIXEL_STD"])
 
 
@@ -224,6 +240,8 @@ def class_names(cfg: dict) -> list[str]:
     datasets = list(cfg.get("DATASETS", {}).get("TRAIN", [])) + list(cfg.get("DATASETS", {}).get("TEST", []))
     if n == len(COCO_CLASSES) and datasets and all(str(d).startswith("coco") for d in datasets):
         return list(COCO_CLASSES)
+    if n == 1 and datasets and all(str(d).startswith("keypoints_coco") for d in datasets):
+        return ["person"]  # COCO's person keypoints: its one category
     return [f"class_{i}" for i in range(n)]
 
 
@@ -234,7 +252,7 @@ def mask_resolution(cfg: dict) -> int:
     return 2 * int(get(cfg, "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION"))
 
 
-def detection_spec(cfg: dict, size_divisibility: int, mask_on: bool) -> dict:
+def detection_spec(cfg: dict, size_divisibility: int, mask_on: bool, keypoint_on: bool = False) -> dict:
     """The model part of deploy.json (docs/bundle.md) for a detectron2 detector."""
     fmt = get(cfg, "INPUT.FORMAT")
     _require(fmt in ("BGR", "RGB"), f"INPUT.FORMAT {fmt!r} is not supported (BGR or RGB)")
@@ -246,8 +264,17 @@ def detection_spec(cfg: dict, size_divisibility: int, mask_on: bool) -> dict:
     if mask_on:
         side = mask_resolution(cfg)
         outputs.append({"name": "mask_probs", "shape": ["N", side, side], "meaning": "mask probabilities in the box"})
+    extra = {}
+    if keypoint_on:
+        k = get(cfg, "MODEL.ROI_KEYPOINT_HEAD")
+        side = 4 * int(k["POOLER_RESOLUTION"])  # the deconv and the upsample each double
+        outputs.append({"name": "keypoint_heatmaps", "shape": ["N", int(k["NUM_KEYPOINTS"]), side, side],
+                        "meaning": "keypoint heatmap logits in the box (decoded on the host as detectron2's "
+                                   "heatmaps_to_keypoints)"})
+        extra["keypoints"] = keypoint_meta(int(k["NUM_KEYPOINTS"]), get(cfg, "TEST.KEYPOINT_OKS_SIGMAS"))
     return {
-        "task": "instance_segmentation" if mask_on else "detection",
+        **extra,
+        "task": "keypoints" if keypoint_on else "instance_segmentation" if mask_on else "detection",
         "classes": class_names(cfg),
         "inputs": [{"name": "images", "dtype": "float32", "layout": "NCHW", "color": fmt,
                     "shape": [1, 3, "height", "width"]},
@@ -290,9 +317,14 @@ def build_from_config(cfg: dict, weights: Optional[str] = None, *, source: str =
     """DeployableModel from a merged detectron2 config dict (and optional checkpoint)."""
     _load_extra_builders()
     arch = get(cfg, "MODEL.META_ARCHITECTURE")
+    _require(arch in META_ARCHS, f"MODEL.META_ARCHITECTURE {arch!r} is not supported; supported: {', '.join(META_ARCHS)}")
     module = META_ARCHS.get(arch)(cfg).eval()
-    mask_on = bool(getattr(getattr(module, "roi_heads", None), "mask_on", False))
-    spec = detection_spec(cfg, getattr(module.backbone, "size_divisibility", 0), mask_on)
+    if arch in ARCH_SPECS:
+        spec = ARCH_SPECS[arch](cfg, module)
+    else:
+        roi_heads = getattr(module, "roi_heads", None)
+        spec = detection_spec(cfg, getattr(module.backbone, "size_divisibility", 0),
+                              bool(getattr(roi_heads, "mask_on", False)), bool(getattr(roi_heads, "keypoint_on", False)))
     provenance = {"source": source, "framework": "detectron2", "meta_architecture": arch, **load_weights(module, weights)}
     module, size = fixed_input(module, spec, input_size)
     return DeployableModel(module, spec, provenance, batchable=False, input_size=size)

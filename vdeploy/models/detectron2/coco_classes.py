@@ -12,3 +12,15 @@ COCO_CLASSES = (
     "hair drier", "toothbrush",
 )
 assert len(COCO_CLASSES) == 80
+
+# COCO panoptic's 53 stuff categories in detectron2's order (builtin_meta, "-other" and "-merged"
+# dropped from the names); its "panoptic_separated" / "stuffonly" semantic labels are
+# ("things",) + these: label 0 stands for every thing pixel.
+COCO_PANOPTIC_STUFF = (
+    "banner", "blanket", "bridge", "cardboard", "counter", "curtain", "door-stuff", "floor-wood", "flower", "fruit",
+    "gravel", "house", "light", "mirror-stuff", "net", "pillow", "platform", "playingfield", "railroad", "river",
+    "road", "roof", "sand", "sea", "shelf", "snow", "stairs", "tent", "towel", "wall-brick", "wall-stone",
+    "wall-tile", "wall-wood", "water", "window-blind", "window", "tree", "fence", "ceiling", "sky", "cabinet",
+    "table", "floor", "pavement", "mountain", "grass", "dirt", "paper", "food", "building", "rock", "wall", "rug",
+)
+assert len(COCO_PANOPTIC_STUFF) == 53

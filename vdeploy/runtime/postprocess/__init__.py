@@ -7,7 +7,9 @@ import numpy as np
 
 from ...registry import Registry
 from ..prediction import Prediction
+from .keypoints import heatmaps_to_keypoints
 from .masks import PASTERS
+from .panoptic import combine_semantic_and_instances
 
 Postprocessor = Callable[[dict, dict, dict], Prediction]
 POSTPROCESSORS: Registry[Postprocessor] = Registry("postprocessing")
@@ -27,7 +29,8 @@ def detection(raw, meta, spec) -> Prediction:
     if "num_detections" in raw:  # static outputs: only the leading rows are detections
         n = int(np.asarray(raw["num_detections"]).reshape(-1)[0])
         raw = {k: (v if k == "num_detections" else v[:n]) for k, v in raw.items()}
-    boxes = raw["boxes"].reshape(-1, 4).astype(np.float32) * np.array([sx, sy, sx, sy], np.float32)
+    graph_boxes = raw["boxes"].reshape(-1, 4).astype(np.float32)
+    boxes = graph_boxes * np.array([sx, sy, sx, sy], np.float32)
     scores = raw["scores"].reshape(-1).astype(np.float32)
     classes = raw["classes"].reshape(-1).astype(np.int64)
     masks = raw.get("mask_probs")
@@ -49,7 +52,31 @@ def detection(raw, meta, spec) -> Prediction:
         masks = masks.reshape(masks.shape[0], masks.shape[-2], masks.shape[-1])[idx]
         paste = PASTERS[pp.get("paste", "detectron2")]
         pasted = paste(masks, boxes, h, w, pp.get("mask_threshold", 0.5))
-    return Prediction(spec["task"], (h, w), boxes=boxes, scores=scores, classes=classes, masks=pasted)
+    keypoints = None
+    if "keypoint_heatmaps" in raw:
+        # decoded in the boxes the heads ran in (resized-image pixels), then scaled as detectron2's
+        # detector_postprocess scales them
+        heatmaps = raw["keypoint_heatmaps"]
+        keypoints = heatmaps_to_keypoints(heatmaps.reshape((-1,) + heatmaps.shape[-3:])[idx], graph_boxes[idx])
+        keypoints[:, :, :2] *= np.array([sx, sy], np.float32)
+    return Prediction(spec["task"], (h, w), boxes=boxes, scores=scores, classes=classes, masks=pasted,
+                      keypoints=keypoints)
+
+
+@POSTPROCESSORS.register("panoptic")
+def panoptic(raw, meta, spec) -> Prediction:
+    """PanopticFPN: the detections (masks pasted) and the semantic label map at image size, then
+    detectron2's combination of the two into panoptic segments."""
+    pp = spec["postprocess"]
+    pred = detection(raw, meta, spec)
+    sem_spec = {"task": spec["task"], "outputs": [{"name": "sem_seg_logits"}],
+                "postprocess": {"align_corners": pp.get("align_corners", False)}}
+    pred.label_map = semantic_segmentation({"sem_seg_logits": raw["sem_seg_logits"]}, meta, sem_spec).label_map
+    masks = pred.masks if pred.masks is not None else np.zeros((0,) + pred.label_map.shape, bool)
+    pred.panoptic_seg, pred.segments_info = combine_semantic_and_instances(
+        masks, pred.scores, pred.classes, pred.label_map, overlap_threshold=pp["overlap_threshold"],
+        stuff_area_threshold=pp["stuff_area_threshold"], instances_score_threshold=pp["instances_score_threshold"])
+    return pred
 
 
 @POSTPROCESSORS.register("semantic_segmentation")
