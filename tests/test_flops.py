@@ -9,7 +9,7 @@ from torch import nn
 from vdeploy.cli import main
 from vdeploy.errors import UserError
 from vdeploy.models.base import DeployableModel
-from vdeploy.tools.flops import count_flops, example_inputs, parse_input_size
+from vdeploy.tools.flops import count_flops, example_inputs
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +90,14 @@ def test_example_inputs_follow_the_spec():
         example_inputs(fixed, (100, 224))
 
 
-def test_parse_input_size():
-    assert parse_input_size("800x1333") == (800, 1333)
-    assert parse_input_size("224") == (224, 224)
+def test_parse_size():
+    from vdeploy.cli.common import parse_size
+
+    assert parse_size("800x1333") == (800, 1333)
+    assert parse_size("224") == (224, 224) and parse_size(None) is None
     for bad in ("axb", "0x5", "1x2x3"):
         with pytest.raises(UserError):
-            parse_input_size(bad)
+            parse_size(bad)
 
 
 def test_cli_tree_and_json(tmp_path, monkeypatch, capsys):
@@ -137,3 +139,18 @@ def test_cli_resnet50_through_model_sources(tmp_path):
     report = json.loads(out.read_text())
     assert abs(report["macs"] / 4.11e9 - 1) < 0.02
     assert report["input_shapes"]["images"] == [1, 3, 224, 224]
+
+
+def test_a_container_never_called_itself_gets_its_childrens_macs():
+    class ASPPLike(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.branches = torch.nn.ModuleList(torch.nn.Conv2d(3, 4, 1) for _ in range(3))
+
+        def forward(self, x):
+            return sum(b(x) for b in self.branches)
+
+    report = count_flops(ASPPLike(), [torch.rand(1, 3, 8, 8)])
+    by_name = {m.name: m for m in report.modules}
+    one = by_name["branches.0"].macs
+    assert one == 3 * 4 * 8 * 8 and by_name["branches"].macs == 3 * one == report.macs

@@ -107,3 +107,18 @@ def test_cli_nothing_to_plot_keeps_existing_png(logs, tmp_path, capsys):
     assert out.read_bytes() == b"old"
     assert "nothing to plot" in capsys.readouterr().err
     assert main(["plot-logs", str(tmp_path / "absent.json"), "--keys", "loss"]) == 2
+
+
+def test_legend_names_one_curve_per_log_or_per_log_and_key(tmp_path):
+    from pathlib import Path
+
+    from vdeploy.errors import UserError
+    from vdeploy.tools.plot_logs import legend_labels
+
+    a, b = Path("run1/metrics.json"), Path("run2/metrics.json")
+    assert legend_labels([a, b], ["loss"], None) == {(a, "loss"): "run1/metrics.json", (b, "loss"): "run2/metrics.json"}
+    assert legend_labels([a, b], ["loss", "mIoU"], ["base", "ours"])[(b, "mIoU")] == "ours"
+    per_key = legend_labels([a, b], ["loss", "mIoU"], ["a-loss", "a-miou", "b-loss", "b-miou"])
+    assert per_key[(a, "mIoU")] == "a-miou" and per_key[(b, "loss")] == "b-loss"
+    with pytest.raises(UserError, match="give 2 names .* or 4"):
+        legend_labels([a, b], ["loss", "mIoU"], ["x"])

@@ -25,7 +25,7 @@ class BenchConfig:
     iters: int = 20
     warmup: int = 3
     threads: Optional[int] = None
-    input_size: Optional[tuple[int, int]] = None
+    image_size: Optional[tuple[int, int]] = None  # synthetic images; None: the bundle's or the task's
     images: Sequence[str] = field(default_factory=tuple)
     weights: Optional[str] = None
 
@@ -51,7 +51,7 @@ def _encoded_images(cfg: BenchConfig, predictor) -> list[bytes]:
         return [open(p, "rb").read() for p in cfg.images]
     from ..runtime.synthetic import synthetic_image
 
-    h, w = cfg.input_size or _default_hw(predictor)
+    h, w = cfg.image_size or _default_hw(predictor)
     return [cv2.imencode(".jpg", synthetic_image(h, w, seed=s))[1].tobytes() for s in range(4)]
 
 
@@ -68,7 +68,7 @@ def _run_one(cfg: BenchConfig) -> dict:
     if cfg.mode == "pure":
         from ..runtime.synthetic import synthetic_image
 
-        h, w = cfg.input_size or _default_hw(predictor)
+        h, w = cfg.image_size or _default_hw(predictor)
         feed = stack([predictor.preprocess(synthetic_image(h, w, seed=0))] * cfg.batch)
         for i in range(cfg.warmup + cfg.iters):
             t0 = time.perf_counter()

@@ -11,7 +11,9 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, help="intra-op threads per backend (default: all cores)")
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--input-size", help="HxW of the images (default: the bundle's, or 800x1333 for detectors)")
+    p.add_argument("--image-size", "--input-size", dest="image_size", metavar="HxW",
+                   help="size of the synthetic images (default: the bundle's fixed size, or the task's typical one: "
+                        "800x1333 for detectors)")
     p.add_argument("--mode", choices=("pure", "e2e"), default="pure")
     p.add_argument("--images", nargs="*", default=[], help="photos for --mode e2e (default: synthetic)")
     p.add_argument("--weights", help="checkpoint when SOURCE is a model spec")
@@ -52,7 +54,7 @@ def run(args) -> int:
     for backend in backends:
         for batch in batches:
             cfg = BenchConfig(args.source, backend, batch, args.mode, args.iters, args.warmup, args.threads,
-                              parse_size(args.input_size), images, args.weights)
+                              parse_size(args.image_size, "--image-size"), images, args.weights)
             print(f"bench {backend} batch {batch} ({args.mode}) ...", flush=True)
             rows.append(run_bench(cfg))
     print_rows(rows)

@@ -8,16 +8,22 @@ from ..errors import UserError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def parse_size(text: str | None):
+def parse_size(text: str | None, option: str = "--input-size"):
+    """'800x1333' -> (800, 1333), '224' -> (224, 224), None/'' -> None: the one parser of sizes."""
     if not text:
         return None
+    parts = text.lower().replace("*", "x").split("x")
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
+        size = tuple(int(v) for v in parts)
     except ValueError:
-        raise UserError(f"--input-size must look like 800x1333 (height x width), got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise UserError(f"--input-size must be positive, got {text!r}")
-    return h, w
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2:
+        raise UserError(f"{option} must look like 800x1333 (height x width) or 224, got {text!r}")
+    if min(size) <= 0:
+        raise UserError(f"{option} must be positive, got {text!r}")
+    return size
 
 
 def parse_list(text: str | None) -> list[str]:

@@ -19,11 +19,12 @@ def run(args) -> int:
     from ..errors import UserError
     from ..frameworks import build_model
     from ..runtime.io import atomic_write_json
-    from ..tools.flops import count_flops, example_inputs, parse_input_size
+    from ..tools.flops import count_flops, example_inputs
+    from .common import parse_size
 
     if args.depth < 0:
         raise UserError("--depth must be 0 or more")
-    size = parse_input_size(args.input_size) if args.input_size else None
+    size = parse_size(args.input_size)
     deployable = build_model(args.model, args.weights)
     inputs, shapes = example_inputs(deployable.spec, size)
     report = count_flops(deployable.module, inputs)

@@ -162,20 +162,6 @@ def _rolled_up(module: torch.nn.Module, tracked: dict[str, int]) -> dict[str, in
     return out
 
 
-def parse_input_size(text: str) -> tuple[int, int]:
-    """'800x1333' -> (800, 1333); '224' -> (224, 224)."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) <= 0:
-        raise UserError(f"--input-size {text!r}: expected HxW with positive integers, e.g. 800x1333")
-    return size
-
-
 def default_input_size(spec: dict) -> tuple[int, int]:
     """The size a typical image reaches the graph at, from the model's preprocessing."""
     if spec.get("input_size"):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 
 from . import BackendEntry, register_backend
+from ...errors import UserError
 from .base import Backend, corrupt_model
 
 # Provider preference when the user asks for a GPU: TensorRT, then CUDA, then CPU.
@@ -25,8 +26,15 @@ class OnnxRuntimeBackend(Backend):
         if self.threads:
             opts.intra_op_num_threads = int(self.threads)
         opts.log_severity_level = 3
+        if self.device not in _DEVICE_PROVIDERS:
+            raise UserError(f"onnxruntime: unknown --device {self.device!r}; choose from {', '.join(_DEVICE_PROVIDERS)}")
         have = set(ort.get_available_providers())
-        providers = [p for p in _DEVICE_PROVIDERS.get(self.device, _DEVICE_PROVIDERS["cpu"]) if p in have]
+        wanted = _DEVICE_PROVIDERS[self.device][0]
+        if wanted not in have:
+            # never a silent fall-back to the CPU: the user asked for that device
+            raise UserError(f"onnxruntime here has no {wanted} for --device {self.device} (it has: {', '.join(sorted(have))}); "
+                            "install onnxruntime-gpu, or run on --device cpu")
+        providers = [p for p in _DEVICE_PROVIDERS[self.device] if p in have]
         path = self.model_path()
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)

@@ -76,6 +76,10 @@ def panoptic(raw, meta, spec) -> Prediction:
     pred.panoptic_seg, pred.segments_info = combine_semantic_and_instances(
         masks, pred.scores, pred.classes, pred.label_map, overlap_threshold=pp["overlap_threshold"],
         stuff_area_threshold=pp["stuff_area_threshold"], instances_score_threshold=pp["instances_score_threshold"])
+    names = {True: spec.get("classes") or [], False: spec.get("stuff_classes") or []}
+    for s in pred.segments_info:
+        c, known = s["category_id"], names[s["isthing"]]
+        s["category_name"] = known[c] if 0 <= c < len(known) else str(c)
     return pred
 
 

@@ -19,7 +19,8 @@ def get_task(name: str) -> Task:
     return TASKS.get(name)
 
 
-for _module in ("detection", "semantic_segmentation", "embedding", "classification"):
+for _module in ("detection", "keypoints", "panoptic_segmentation", "semantic_segmentation", "embedding",
+                "classification"):
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["TASKS", "Agreement", "Gate", "Task", "get_task", "parse_gate_options", "register_task"]

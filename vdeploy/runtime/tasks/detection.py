@@ -58,6 +58,10 @@ def _annotations(p: Prediction, keep: np.ndarray, image_id: int, start_id: int, 
         if rles is not None:
             a["segmentation"] = rles[i]
             a["area"] = float(p.masks[i].sum())
+        if p.keypoints is not None:  # every keypoint of the reference counts (visibility 2)
+            kps = p.keypoints[i].astype(np.float64).copy()
+            kps[:, 2] = 2
+            a.update(keypoints=[float(v) for v in kps.reshape(-1)], num_keypoints=int(len(kps)))
         anns.append(a)
     return anns
 
@@ -74,6 +78,8 @@ def _results(p: Prediction, keep: np.ndarray, image_id: int, rles, rank: np.ndar
              "score": float(p.scores[i])}
         if rles is not None:
             r["segmentation"] = rles[i]
+        if p.keypoints is not None:
+            r["keypoints"] = [float(v) for v in p.keypoints[i].reshape(-1)]
         out.append(r)
     return out
 
@@ -173,17 +179,23 @@ class DetectionTask(Task):
         n_ties = sum(r["ties_at_cut"] for r in per_input)
         if n_ties:
             notes.append(f"{n_ties} detection(s) at a top-k/score cut within the score noise left out as ties")
-        metrics = {f"{kind}_ap": _ap(kind, images, anns[kind], results[kind]) for kind in self.kinds}
+        metrics = {f"{kind}_ap": self.kind_ap(kind, images, anns, results, spec) for kind in self.kinds}
         offsets = np.concatenate(signed_errors).mean(axis=0) if signed_errors else np.zeros(4)
         metrics["box_offset_px"] = float(np.abs(offsets).max())
         return Agreement(metrics, per_input, notes)
+
+    def kind_ap(self, kind: str, images: list, anns: dict, results: dict, spec: dict) -> float:
+        """The agreement AP of one kind; every detection the bundle keeps is scored (at least
+        COCO's 100 per image: RPN-only bundles keep 1000 or more)."""
+        k = spec.get("postprocess", {}).get("max_detections") or 100
+        return _ap(kind, images, anns[kind], results[kind], max_dets=max(int(k), 100))
 
 
 def _nonempty(masks: np.ndarray) -> np.ndarray:
     return masks.reshape(len(masks), -1).any(axis=1)
 
 
-def _ap(kind: str, images: list, anns: list, results: list) -> float:
+def _ap(kind: str, images: list, anns: list, results: list, **options) -> float:
     """COCO AP of `results` with `anns` as ground truth; 1.0 when neither side has anything, 0.0 when
     only the backend has (every one of its detections is then false)."""
     if not anns:
@@ -191,7 +203,7 @@ def _ap(kind: str, images: list, anns: list, results: list) -> float:
     cats = sorted({a["category_id"] for a in anns} | {r["category_id"] for r in results})
     gt = {"images": images, "annotations": anns, "categories": [{"id": c} for c in cats]}
     # pycocotools: its stable sort keeps the tie order above (faster-coco-eval's need not)
-    return float(coco_ap(gt, results, (kind,), prefer_fast=False)[f"{kind}/AP"] or 0.0)
+    return float(coco_ap(gt, results, (kind,), prefer_fast=False, **options)[f"{kind}/AP"] or 0.0)
 
 
 class InstanceSegmentationTask(DetectionTask):
