@@ -52,17 +52,28 @@ class Bundle:
     def name(self) -> str:
         return self.path.name
 
-    def model_file(self, fmt: str) -> Path:
+    def model_file(self, fmt: str, precision: str = "fp32") -> Path:
+        """The model file of a format that runs at `precision` (a file lists the precisions it
+        serves: an fp32 OpenVINO IR also runs as bf16; an int8 model is a file of its own)."""
         for fname, info in self.meta["files"].items():
-            if info["format"] == fmt and info.get("role", "model") == "model":
+            if info["format"] == fmt and info.get("role", "model") == "model" and precision in file_precisions(info):
                 return self.path / fname
-        raise BundleError(f"{self.path}: has no {fmt} model (has: {', '.join(self.formats) or 'none'})")
+        raise BundleError(f"{self.path}: has no {fmt} model for {precision} (has: {', '.join(f'{f} {p}' for f, p in self.runnable()) or 'none'})")
+
+    def runnable(self) -> list[tuple[str, str]]:
+        """(format, precision) of every model file."""
+        return [(info["format"], p) for info in self.meta["files"].values() if info.get("role", "model") == "model"
+                for p in file_precisions(info)]
 
     def input_names(self) -> list[str]:
         return [i["name"] for i in self.meta["inputs"]]
 
     def output_names(self) -> list[str]:
         return [o["name"] for o in self.meta["outputs"]]
+
+
+def file_precisions(info: dict) -> list[str]:
+    return list(info.get("precisions") or ["fp32"])
 
 
 def load_bundle(path: str | os.PathLike, *, check_hashes: bool = True) -> Bundle:

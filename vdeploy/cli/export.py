@@ -19,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--letterbox", choices=("shrink", "fill"), default="shrink",
                    help="with a fixed --input-size: shrink (the framework's own resize, shrunk only when it does not "
                         "fit the canvas: the framework's detections) or fill (scaled up or down to fill the canvas)")
+    p.add_argument("--precision", default="fp32", metavar="LIST",
+                   help="comma-separated precisions to run and verify: fp32 (always) and bf16 (OpenVINO's inference "
+                        "precision; run as --backend openvino-bf16)")
     p.add_argument("--static-outputs", action="store_true",
                    help="detectors: pad every output to the maximum detections, with a num_detections output, so "
                         "that every tensor has a fixed shape (NPU compilers, static TensorRT engines)")
@@ -51,6 +54,6 @@ def run(args) -> int:
     images = expand_images(args.images) if args.images else []
     bundle = export_bundle(dm, args.out, parse_list(args.format), input_size=size, opset=args.opset,
                            slim=args.slim, verify=not args.no_verify, verify_images=images,
-                           gates=gates)
+                           gates=gates, precisions=parse_list(args.precision))
     print(f"bundle written: {bundle.path} ({', '.join(bundle.formats)})")
     return 0

@@ -28,8 +28,9 @@ def to_record(pred: Prediction, key: str, classes: list[str], side_dir: Path | N
 
 def resolve(rec: dict, base: Path) -> dict:
     """Make a record's side-file references absolute (they are stored relative to `base`)."""
-    if "label_map" in rec and not Path(rec["label_map"]).is_absolute():
-        rec = dict(rec, label_map=str(base / rec["label_map"]))
+    for key in ("label_map", "panoptic_map"):
+        if key in rec and not Path(rec[key]).is_absolute():
+            rec = dict(rec, **{key: str(base / rec[key])})
     return rec
 
 

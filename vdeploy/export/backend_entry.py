@@ -12,4 +12,4 @@ def _load():
     return TorchEagerBackend
 
 
-TORCH_BACKEND = BackendEntry("torch", None, "torch", 100, _load, ("pytorch",))
+TORCH_BACKEND = BackendEntry("torch", None, "torch", 100, _load, ("pytorch",), ("fp32", "bf16"))

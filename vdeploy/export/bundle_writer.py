@@ -13,6 +13,7 @@ from ..models.base import DeployableModel
 from ..bundle import DEPLOY_JSON, Bundle, write_deploy_json
 from ..runtime.preprocess import preprocess
 from .formats import EXPORTERS
+from .precision import check_precisions, mark_runtime_precisions
 from .spec import bundle_meta, synthetic_image
 from .staging import StagingJob, clean_stale
 
@@ -38,7 +39,7 @@ def _failed_path(out: Path) -> Path:
 def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] = ("onnx",), *,
                   input_size: Optional[tuple[int, int]] = None, opset: int = 17, slim: bool = False,
                   verify: bool = True, verify_images: Sequence = (), gates: Optional[dict] = None,
-                  log=print) -> Bundle:
+                  precisions: Sequence[str] = ("fp32",), log=print) -> Bundle:
     """Export `dm` in every format into the bundle folder `out`, then verify it against PyTorch.
 
     The bundle is built in a staging folder beside `out` (export/staging.py) and put in place only
@@ -49,6 +50,8 @@ def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] =
     formats = list(dict.fromkeys(formats))
     for f in formats:
         EXPORTERS.get(f)  # an unknown format fails before any work
+    precisions = list(dict.fromkeys(precisions))
+    check_precisions(precisions, formats)
     out = Path(out)
     if out.name in ("", ".", ".."):
         raise UserError(f"{out}: name a bundle folder (e.g. {Path(out, 'mymodel')})")
@@ -69,6 +72,7 @@ def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] =
                                        onnx_path=job.staging / "model.onnx")
             for fname in files:
                 meta["files"][fname] = {"format": fmt, "role": "model" if fname != "model.bin" else "weights"}
+        mark_runtime_precisions(meta, precisions)
         record = None
         if verify:
             from .verify import run_verification

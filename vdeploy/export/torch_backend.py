@@ -51,7 +51,9 @@ class TorchEagerBackend(Backend):
         self.module = self.deployable.module.eval().to(self.device)
 
     def _run(self, feed):
-        with torch.inference_mode():
+        # torch-bf16: autocast runs matrix products and convolutions in bfloat16
+        with torch.inference_mode(), torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16,
+                                                    enabled=self.precision == "bf16"):
             out = self.module(*[torch.from_numpy(feed[n]).to(self.device) for n in self.input_names])
         out = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.detach().cpu().numpy() for o in out]
+        return [(o.float() if o.dtype == torch.bfloat16 else o).detach().cpu().numpy() for o in out]

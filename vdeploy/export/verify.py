@@ -18,7 +18,7 @@ import torch
 
 from ..bundle import Bundle, update_deploy_json
 from ..errors import VerificationError
-from ..runtime.backends import create_backend, runnable_backends
+from ..runtime.backends import create_backend, runnable_backends, split_name
 from ..runtime.compare import Tolerance, compare_outputs
 from ..runtime.io import read_image
 from ..runtime.postprocess import postprocess
@@ -51,7 +51,7 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
                      weights: Optional[str] = None, log=print) -> dict:
     """Compare every backend the bundle has with PyTorch; return the verification record (nothing is written)."""
     task = get_task(bundle.task)
-    judged = task.resolve_gates(gates)
+    task.resolve_gates(gates)  # an unknown gate is refused before any work
     ref_backend = TorchEagerBackend(bundle, deployable=deployable, weights=weights).load()
     names = list(backends or runnable_backends(bundle))
     cases = _inputs(bundle, images)
@@ -74,13 +74,16 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
             for r in compare_outputs(raw_ref, raw, bundle.task, tolerances):
                 rows.append(dict(r.as_dict(), backend=b, input=case))
     verdicts, first_failure = {}, None
+    judged_by = {b: task.resolve_gates(gates, split_name(b)[1]) for b in names}
     for b in names:
+        judged = judged_by[b]
         agreement = task.agreement(refs, gots[b], bundle.meta)
         failed = [g.describe() + f" (got {agreement.metrics.get(g.metric, float('nan')):.6g})"
                   for g in judged if not g.passes(agreement.metrics.get(g.metric))]
         if nonfinite[b]:
             failed.insert(0, "non-finite outputs: " + "; ".join(nonfinite[b]))
         verdicts[b] = {"passed": not failed, "metrics": agreement.metrics, "failed": failed,
+                       "gates": [g.describe() for g in judged],
                        "notes": agreement.notes,
                        "per_input": [dict(r, input=c) for (c, _), r in zip(cases, agreement.per_input)]}
         if failed and first_failure is None:
@@ -97,7 +100,7 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
             + "".join(f"\n  note: {n}" for n in v["notes"]))
     log("verification " + ("passed" if passed else f"FAILED: {first_failure or 'no backend to compare'}"))
     return {"passed": passed, "first_failure": first_failure or ("" if names else "no backend to compare"),
-            "reference": "torch", "task": bundle.task, "gates": [g.describe() for g in judged],
+            "reference": "torch", "task": bundle.task, "gates": [g.describe() for g in task.resolve_gates(gates)],
             "inputs": [c for c, _ in cases], "backends": verdicts, "reference_noise": noise, "diagnostics": rows}
 
 

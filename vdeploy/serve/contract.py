@@ -6,6 +6,7 @@ Outputs by task (N: detections over the whole request, B: images in the request)
   detection              boxes FP32 [N,4] (x1,y1,x2,y2, original-image pixels), scores FP32 [N],
                          classes INT32 [N] (0-based), image_index INT32 [N] (which input image)
   instance_segmentation  the above + masks BYTES [N] (COCO RLE as JSON)
+  keypoints              detection's + keypoints FP32 [N,K,3] (x, y, score in original-image pixels)
   semantic_segmentation  label_map BYTES [B] (PNG, 8- or 16-bit class indices)
   embedding              embedding FP32 [B,D]
   classification         probs FP32 [B,K]
@@ -20,7 +21,7 @@ import numpy as np
 from ..runtime.prediction import Prediction
 
 INPUT_NAME = "image"
-DETECTION_TASKS = ("detection", "instance_segmentation")
+DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints")
 
 
 @dataclass
@@ -39,6 +40,7 @@ def output_types(task: str) -> list[dict]:
     return {
         "detection": det,
         "instance_segmentation": det + [{"name": "masks", "datatype": "BYTES", "shape": [-1]}],
+        "keypoints": det + [{"name": "keypoints", "datatype": "FP32", "shape": [-1, -1, 3]}],
         "semantic_segmentation": [{"name": "label_map", "datatype": "BYTES", "shape": [-1]}],
         "embedding": [{"name": "embedding", "datatype": "FP32", "shape": [-1, -1]}],
         "classification": [{"name": "probs", "datatype": "FP32", "shape": [-1, -1]}],
@@ -62,6 +64,9 @@ def to_tensors(task: str, preds: list[Prediction]) -> list[Tensor]:
         if task == "instance_segmentation":
             rles = [json.dumps(r).encode() for p in preds for r in _rles(p)]
             out.append(Tensor("masks", "BYTES", np.array(rles, dtype=object).reshape(-1)))
+        if task == "keypoints":
+            k = max([p.keypoints.shape[1] for p in preds if p.keypoints is not None] or [0])
+            out.append(Tensor("keypoints", "FP32", _cat([p.keypoints for p in preds], (0, k, 3), np.float32)))
         return out
     if task == "semantic_segmentation":
         return [Tensor("label_map", "BYTES", np.array([encode_label_map(p.label_map) for p in preds], dtype=object))]
@@ -83,6 +88,8 @@ def to_json(task: str, pred: Prediction, classes: list[str]) -> dict:
                  "score": float(pred.scores[i]), "bbox": [float(v) for v in pred.boxes[i]]}
             if rles is not None:
                 d["segmentation"] = rles[i]
+            if pred.keypoints is not None:
+                d["keypoints"] = [[float(v) for v in kp] for kp in pred.keypoints[i]]
             dets.append(d)
         return {"detections": dets, "image_size": list(pred.image_hw)}
     if task == "embedding":

@@ -53,7 +53,7 @@ class DatasetFormat:
 
 
 FORMATS: Registry[DatasetFormat] = Registry("dataset format")
-_MODULES = ("coco", "market1501", "semantic", "imagefolder")  # each registers one format
+_MODULES = ("coco", "coco_panoptic", "market1501", "semantic", "imagefolder")  # each registers one format
 
 
 def _load_all() -> None:

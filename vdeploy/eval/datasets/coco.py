@@ -1,6 +1,7 @@
 """COCO instances: a json with images/annotations/categories, images beside it or in images/.
 
-Scores box AP and, when the model predicts masks and the annotations have them, mask AP.
+Scores box AP and, when the model predicts masks and the annotations have them, mask AP; when it
+predicts keypoints and the annotations have them, COCO keypoint AP (OKS).
 Model classes map onto the json's category ids by name or through --class-map."""
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class CocoDataset:
     def score(self, records: dict[str, dict], classes: list[str]) -> Scores:
         to_cat, notes = map_classes(classes, self.categories, self.class_map, str(self.ann_path))
         by_name = {n: i for i, n in enumerate(classes)}
-        results, has_masks = [], False
+        results, has_masks, has_keypoints = [], False, False
         for key, rec in records.items():
             iid = self.image_id[key]
             for d in rec.get("detections", []):
@@ -45,15 +46,35 @@ class CocoDataset:
                 if d.get("segmentation"):
                     r["segmentation"] = d["segmentation"]
                     has_masks = True
+                if d.get("keypoints"):
+                    r["keypoints"] = d["keypoints"]
+                    has_keypoints = True
                 results.append(r)
         gt_masks = any("segmentation" in a for a in self.gt["annotations"])
         kinds = ("bbox", "segm") if has_masks and gt_masks else ("bbox",)
-        metrics, per_category = coco_eval(self.gt, results, kinds, image_ids=[self.image_id[k] for k in records])
+        options = {}
+        if has_keypoints and any(a.get("num_keypoints") for a in self.gt["annotations"]):
+            kinds += ("keypoints",)
+            options["oks_sigmas"] = _oks_sigmas(self.gt, notes)
+        metrics, per_category = coco_eval(self.gt, results, kinds, image_ids=[self.image_id[k] for k in records],
+                                          **options)
         # in percent, as detectron2's COCOEvaluator prints them
         tables = {f"per-category {kind} AP (%)": {self.categories[c]: {"AP": None if ap is None else 100.0 * ap}
                                                    for c, ap in aps.items() if c in self.categories}
                   for kind, aps in per_category.items()}
         return Scores(metrics, tables=tables, notes=notes)
+
+
+def _oks_sigmas(gt: dict, notes: list) -> list[float]:
+    """COCO's person sigmas for 17 keypoints; otherwise a uniform sigma, said in the notes."""
+    from ...runtime.coco_keypoints import OKS_SIGMAS
+    from ...runtime.tasks.keypoints import DEFAULT_SIGMA
+
+    k = next(len(a["keypoints"]) // 3 for a in gt["annotations"] if a.get("keypoints"))
+    if k == len(OKS_SIGMAS):
+        return list(OKS_SIGMAS)
+    notes.append(f"{k} keypoints per instance: OKS with a uniform sigma {DEFAULT_SIGMA} (COCO's are for 17)")
+    return [DEFAULT_SIGMA] * k
 
 
 def _detect(spec: Path) -> bool:
@@ -144,4 +165,5 @@ def open_coco(spec: Path, options: DatasetOptions) -> CocoDataset:
     return CocoDataset(spec, gt, samples, options.class_map)
 
 
-FORMATS.register("coco", DatasetFormat("coco", _detect, open_coco, ("detection", "instance_segmentation"), detect_order=10))
+FORMATS.register("coco", DatasetFormat("coco", _detect, open_coco, ("detection", "instance_segmentation", "keypoints"),
+                                        detect_order=10))

@@ -1,4 +1,6 @@
-"""Backends by name: one registry entry each (name, bundle format, package, preference, aliases).
+"""Backends by name: one registry entry each (name, bundle format, package, preference, aliases,
+precisions). A name may carry a precision, `<engine>-<precision>` (`openvino-bf16`,
+`onnxruntime-int8`, `torch-bf16`); a plain name is float32.
 
 The engines shipped with the runtime register themselves below. Backends that live elsewhere (the
 eager PyTorch model lives on the torch side) are plug-ins: an installed package names an entry
@@ -25,6 +27,7 @@ class BackendEntry:
     preference: int          # lower is tried first when a bundle has several formats
     load: Callable[[], type] = field(compare=False)  # returns the Backend subclass (imports lazily)
     aliases: tuple[str, ...] = ()
+    precisions: tuple[str, ...] = ("fp32",)   # what it can run, given a bundle file for it
 
     def available(self) -> bool:
         import importlib.util
@@ -64,15 +67,30 @@ def entries() -> list[BackendEntry]:
     return sorted((e for _, e in BACKENDS.items()), key=lambda e: (e.preference, e.name))
 
 
-def canonical_name(name: str) -> str:
+def backend_name(engine: str, precision: str) -> str:
+    return engine if precision == "fp32" else f"{engine}-{precision}"
+
+
+def split_name(name: str) -> tuple[BackendEntry, str]:
+    """`openvino-bf16` -> (openvino's entry, "bf16"); aliases too (`ov-bf16`); plain names are fp32."""
+    engine, _, precision = name.partition("-")
+    precision = precision or "fp32"
     for e in entries():
-        if name == e.name or name in e.aliases:
-            return e.name
-    raise UserError(f"unknown backend {name!r}; choose from: {', '.join(e.name for e in entries())}")
+        if engine == e.name or engine in e.aliases:
+            if precision not in e.precisions:
+                raise UserError(f"backend {e.name!r} runs {', '.join(e.precisions)}, not {precision!r}")
+            return e, precision
+    raise UserError(f"unknown backend {name!r}; choose from: {', '.join(e.name for e in entries())} "
+                    "(with a precision: <engine>-bf16, <engine>-int8)")
+
+
+def canonical_name(name: str) -> str:
+    entry, precision = split_name(name)
+    return backend_name(entry.name, precision)
 
 
 def backend_entry(name: str) -> BackendEntry:
-    return BACKENDS.get(canonical_name(name))
+    return split_name(name)[0]
 
 
 def backend_class(name: str):
@@ -84,17 +102,22 @@ def backend_class(name: str):
 
 
 def create_backend(name: str, bundle, **options):
-    return backend_class(name)(bundle, **options)
+    entry, precision = split_name(name)
+    return backend_class(name)(bundle, precision=precision, **options)
 
 
 def runnable_backends(bundle) -> list[str]:
-    """The backends that read one of the bundle's model files, in order of preference."""
-    return [e.name for e in entries() if e.format and e.format in bundle.formats]
+    """The backends (with their precision) that read one of the bundle's model files, in order of
+    preference, float32 first."""
+    have = bundle.runnable()
+    names = [backend_name(e.name, p) for p in ("fp32", "bf16", "int8") for e in entries()
+             if e.format and (e.format, p) in have and p in e.precisions]
+    return names
 
 
 def default_backend(bundle) -> str:
     for name in runnable_backends(bundle):
-        if backend_entry(name).available():
+        if split_name(name)[1] == "fp32" and backend_entry(name).available():
             return name
     names = runnable_backends(bundle)
     if names:

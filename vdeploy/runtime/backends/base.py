@@ -21,8 +21,10 @@ class Backend(ABC):
     format: str = ""  # the bundle format it reads ("onnx", "openvino", "torchscript"), "" for none
     requires: str = ""  # the package the engine lives in
 
-    def __init__(self, bundle, *, threads: int | None = None, device: str = "cpu", **options: Any):
+    def __init__(self, bundle, *, threads: int | None = None, device: str = "cpu", precision: str = "fp32",
+                 **options: Any):
         self.bundle = bundle
+        self.precision = precision
         self.threads = threads
         self.device = device
         self.options = options
@@ -75,7 +77,7 @@ class Backend(ABC):
     def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
     def model_path(self):
-        return self.bundle.model_file(self.format)
+        return self.bundle.model_file(self.format, self.precision)
 
 
 def corrupt_model(path, err: Exception) -> BundleError:

@@ -48,4 +48,5 @@ class OnnxRuntimeBackend(Backend):
         return self.session.run(self._out, {k: v for k, v in feed.items() if k in self._in})
 
 
-register_backend(BackendEntry(OnnxRuntimeBackend.name, "onnx", "onnxruntime", 0, lambda: OnnxRuntimeBackend, ("ort", "onnx")))
+register_backend(BackendEntry(OnnxRuntimeBackend.name, "onnx", "onnxruntime", 0, lambda: OnnxRuntimeBackend, ("ort", "onnx"),
+                              ("fp32", "int8")))

@@ -14,7 +14,8 @@ class OpenVinoBackend(Backend):
 
         core = ov.Core()
         # f32 explicitly: on CPUs with bf16/AMX OpenVINO would otherwise lower the precision.
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        # bf16 only when asked for ("openvino-bf16"); an int8 IR runs its quantized layers in int8 either way
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         path = self.model_path()
@@ -33,4 +34,5 @@ class OpenVinoBackend(Backend):
         return [res[o] for o in self._outs]
 
 
-register_backend(BackendEntry(OpenVinoBackend.name, "openvino", "openvino", 1, lambda: OpenVinoBackend, ("ov",)))
+register_backend(BackendEntry(OpenVinoBackend.name, "openvino", "openvino", 1, lambda: OpenVinoBackend, ("ov",),
+                              ("fp32", "bf16", "int8")))

@@ -50,6 +50,9 @@ class Task:
 
     name: str = ""
     gates: tuple[Gate, ...] = ()
+    # Thresholds a reduced-precision backend is held to instead (metric -> threshold): agreement
+    # with float32 PyTorch that bf16 / int8 arithmetic can reach on a correct model.
+    reduced_precision: dict[str, dict[str, float]] = {}
     bench_hw: tuple[int, int] = (512, 512)  # image size to benchmark at when the bundle has none
 
     def agreement(self, refs: Sequence[Prediction], gots: Sequence[Prediction], spec: dict) -> Agreement:
@@ -79,9 +82,10 @@ class Task:
 
         return [compare_dense(n, ref[n], got[n], tolerances.get(n, Tolerance())) for n in ref]
 
-    def resolve_gates(self, overrides: dict[str, float] | None = None) -> list[Gate]:
-        """The default gates with `overrides` (metric -> threshold) applied; an unknown metric is a user error."""
-        overrides = dict(overrides or {})
+    def resolve_gates(self, overrides: dict[str, float] | None = None, precision: str = "fp32") -> list[Gate]:
+        """The gates of a backend at `precision`, with `overrides` (metric -> threshold) applied;
+        an unknown metric is a user error. Overrides apply to every precision."""
+        overrides = {**self.reduced_precision.get(precision, {}), **(overrides or {})}
         known = {g.metric for g in self.gates}
         unknown = sorted(set(overrides) - known)
         if unknown:

@@ -17,6 +17,7 @@ class ClassificationTask(Task):
     name = "classification"
     gates = (Gate("top1_agreement", 1.0, True, "fraction of inputs whose top-1 class is PyTorch's"),
              Gate("prob_abs", 1e-3, False, "largest |probability difference| with PyTorch"))
+    reduced_precision = {p: {"top1_agreement": 0.99, "prob_abs": 0.05} for p in ("bf16", "int8")}
 
     output_noun = "images classified"
 

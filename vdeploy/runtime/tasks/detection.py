@@ -93,6 +93,7 @@ class DetectionTask(Task):
                                                 "coordinate over the matched detections, in image pixels"))
     kinds = ("bbox",)
     bench_hw = (800, 1333)
+    reduced_precision = {"bf16": {"bbox_ap": 0.97, "box_offset_px": 1.0}, "int8": {"bbox_ap": 0.95, "box_offset_px": 1.0}}
 
     def json_results(self, pred, name, classes) -> list[dict]:
         return to_coco_results(pred, name, classes)
@@ -187,8 +188,10 @@ class DetectionTask(Task):
     def kind_ap(self, kind: str, images: list, anns: dict, results: dict, spec: dict) -> float:
         """The agreement AP of one kind; every detection the bundle keeps is scored (at least
         COCO's 100 per image: RPN-only bundles keep 1000 or more)."""
-        k = spec.get("postprocess", {}).get("max_detections") or 100
-        return _ap(kind, images, anns[kind], results[kind], max_dets=max(int(k), 100))
+        k = max(int(spec.get("postprocess", {}).get("max_detections") or 100), 100)
+        # pycocotools matches in Python: thousands of proposals per image take it hours, so above
+        # COCO's 100 the C++ engine scores (its sort may order exact score ties differently)
+        return _ap(kind, images, anns[kind], results[kind], max_dets=k, prefer_fast=k > 100)
 
 
 def _nonempty(masks: np.ndarray) -> np.ndarray:
@@ -203,7 +206,8 @@ def _ap(kind: str, images: list, anns: list, results: list, **options) -> float:
     cats = sorted({a["category_id"] for a in anns} | {r["category_id"] for r in results})
     gt = {"images": images, "annotations": anns, "categories": [{"id": c} for c in cats]}
     # pycocotools: its stable sort keeps the tie order above (faster-coco-eval's need not)
-    return float(coco_ap(gt, results, (kind,), prefer_fast=False, **options)[f"{kind}/AP"] or 0.0)
+    options.setdefault("prefer_fast", False)
+    return float(coco_ap(gt, results, (kind,), **options)[f"{kind}/AP"] or 0.0)
 
 
 class InstanceSegmentationTask(DetectionTask):
@@ -212,6 +216,8 @@ class InstanceSegmentationTask(DetectionTask):
         Gate("segm_ap", 0.99, True, "COCO mask AP of the backend (masks pasted at image size), PyTorch's as ground truth"),
     ) + DetectionTask.gates[1:]
     kinds = ("bbox", "segm")
+    reduced_precision = {"bf16": {"bbox_ap": 0.97, "segm_ap": 0.97, "box_offset_px": 1.0},
+                         "int8": {"bbox_ap": 0.95, "segm_ap": 0.95, "box_offset_px": 1.0}}
 
 
 register_task(DetectionTask())

@@ -33,16 +33,16 @@ class KeypointsTask(DetectionTask):
     gates = DetectionTask.gates[:1] + (
         Gate("keypoint_ap", 0.99, True, "COCO keypoint AP (OKS) of the backend, PyTorch's keypoints as ground truth"),
     ) + DetectionTask.gates[1:]
-    kinds = ("bbox", "keypoints")
+    kinds = ("bbox", "keypoint")  # metrics bbox_ap and keypoint_ap; COCO's iouType "keypoints"
 
     def kind_ap(self, kind, images, anns, results, spec) -> float:
-        if kind != "keypoints":
+        if kind != "keypoint":
             return super().kind_ap(kind, images, anns, results, spec)
         # the box annotations and results carry the keypoints (detection.py's _annotations)
         anns, results = anns["bbox"], results["bbox"]
         k = next((len(a["keypoints"]) // 3 for a in anns + results if a.get("keypoints")), 0)
         limit = spec.get("postprocess", {}).get("max_detections") or 100
-        return _ap(kind, images, anns, results, max_dets=max(int(limit), 100), oks_sigmas=oks_sigmas(spec, k))
+        return _ap("keypoints", images, anns, results, max_dets=max(int(limit), 100), oks_sigmas=oks_sigmas(spec, k))
 
     def draw(self, image_bgr, pred, classes, score_threshold):
         """The detections as detection draws them, then each one's keypoints scoring above

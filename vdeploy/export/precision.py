@@ -1,0 +1,40 @@
+"""Reduced precision in a bundle: which file runs at which precision, recorded per file in
+deploy.json (`files[...].precisions`) and named by the backends as `<engine>-<precision>`.
+
+bf16 is an inference precision of the engine, not a file of its own: OpenVINO runs the float32
+IR with bf16 arithmetic where the CPU has it (AVX512_BF16, AMX), and PyTorch through autocast
+(`torch-bf16`, always available as the reference). ONNX Runtime's CPU provider has no bf16
+convolution kernels, so it offers no bf16 backend.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..errors import UserError
+
+PRECISIONS = ("fp32", "bf16")
+# engine format -> the precisions its float32 file also runs at
+RUNTIME_PRECISIONS = {"openvino": ("bf16",)}
+
+
+def check_precisions(precisions: Sequence[str], formats: Sequence[str]) -> None:
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise UserError(f"--precision {unknown[0]!r}: choose from {', '.join(PRECISIONS)}")
+    if "fp32" not in precisions:
+        raise UserError("--precision must include fp32: the float32 files are what the others are checked against")
+    for p in precisions:
+        if p != "fp32" and not any(p in RUNTIME_PRECISIONS.get(f, ()) for f in formats):
+            engines = [f for f, ps in RUNTIME_PRECISIONS.items() if p in ps]
+            raise UserError(f"--precision {p} runs on {', '.join(engines)} (and PyTorch as torch-{p}); "
+                            f"add it to --format")
+
+
+def mark_runtime_precisions(meta: dict, precisions: Sequence[str]) -> None:
+    """Record on each float32 model file the reduced precisions its engine runs it at."""
+    for info in meta["files"].values():
+        if info.get("role", "model") != "model":
+            continue
+        extra = [p for p in precisions if p in RUNTIME_PRECISIONS.get(info["format"], ())]
+        if extra:
+            info["precisions"] = ["fp32", *extra]
