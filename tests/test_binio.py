@@ -32,7 +32,7 @@ def _export(name, out):
 
 def run_onnx_over_bins(bundle_dir: Path, bins: Path, outputs: Path, shape_files: bool, npu_dump: bool = False) -> None:
     """What a user's own tool does: read each sample's inputs, run, dump every output raw: into
-    NNNNNN/<output>.bin as float32, or (npu_dump) as an NPU benchmark tool does, every output in
+    NNNNNN/<output>.bin, or (npu_dump) as an NPU benchmark tool does, every output in
     its own element type into one folder as <input file stem>_<k>.bin."""
     info = json.loads((bins / "preprocess.json").read_text())
     sess = ort.InferenceSession(str(bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -45,7 +45,7 @@ def run_onnx_over_bins(bundle_dir: Path, bins: Path, outputs: Path, shape_files:
             if npu_dump:
                 np.asarray(v).tofile(folder / f"{stem}_{k}.bin")
                 continue
-            np.asarray(v, np.float32).tofile(folder / f"{o.name}.bin")
+            np.asarray(v).tofile(folder / f"{o.name}.bin")  # each output in its own element type
             if shape_files:
                 (folder / f"{o.name}.shape").write_text(" ".join(map(str, v.shape)))
 
@@ -122,3 +122,16 @@ def test_layout_fields_are_checked(tmp_path):
     for bad in ("{image}.bin", "../{name}.bin"):
         with pytest.raises(UserError, match="--layout"):
             output_path(tmp_path, bad, sample, 0, "x")
+
+
+def test_a_tool_that_dumps_everything_as_float32_is_told_to_say_so(tmp_path):
+    bundle = _export("shapes_det", tmp_path / "b")
+    images = make_coco(tmp_path / "ds", 2).parent / "images"
+    bins = tmp_path / "bins"
+    to_bin(bundle, images, bins)
+    run_onnx_over_bins(bundle.path, bins, bins / "outputs", False)
+    for f in (bins / "outputs").rglob("classes.bin"):  # as many NPU tools do: every output as float32
+        np.fromfile(f, np.int64).astype(np.float32).tofile(f)
+    with pytest.raises(UserError, match="classes.bin: .* int64 values.*would be .* float32 or int32: give --dtype"):
+        from_bin(load_bundle(bundle.path), bins / "outputs", tmp_path / "r.json")
+    assert from_bin(load_bundle(bundle.path), bins / "outputs", tmp_path / "r.json", dtypes={"classes": "float32"}).images == 2

@@ -36,6 +36,19 @@ def _failed_path(out: Path) -> Path:
     return out.with_name(f"{out.name}.failed")
 
 
+def _record_dtypes(dm: DeployableModel, meta: dict, inputs: dict) -> None:
+    """The element type of every input and output, from one run of the model on the example: a
+    tool that reads raw output files (from-bin, an NPU runtime) must not have to guess that
+    detectors' class ids are int64."""
+    for spec in meta["inputs"]:
+        spec.setdefault("dtype", str(inputs[spec["name"]].dtype))
+    with torch.no_grad():
+        outs = dm.module(*[torch.from_numpy(inputs[i["name"]]) for i in meta["inputs"]])
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    for spec, value in zip(meta["outputs"], outs):
+        spec.setdefault("dtype", str(value.dtype).removeprefix("torch."))
+
+
 def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] = ("onnx",), *,
                   input_size: Optional[tuple[int, int]] = None, opset: int = 17, slim: bool = False,
                   verify: bool = True, verify_images: Sequence = (), gates: Optional[dict] = None,
@@ -65,6 +78,7 @@ def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] =
         log(line)
     with StagingJob(out) as job:
         inputs = _example_inputs(meta)
+        _record_dtypes(dm, meta, inputs)
         ordered = (["onnx"] if "onnx" in formats else []) + [f for f in formats if f != "onnx"]
         for fmt in ordered:
             log(f"exporting {fmt} ...")
