@@ -6,6 +6,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 GOLDENS = SHARED / "goldens"
+# Tests write configs into tmp folders whose `_BASE_` names the shared reference configs: that tree
+# is an allowed config root here, as users allow theirs (docs/configs.md).
+os.environ.setdefault("VDEPLOY_CONFIG_ROOTS", str(SHARED))
 
 
 def goldens_or_skip() -> Path:

@@ -140,7 +140,7 @@ def test_checkpoint_of_another_model_is_refused(golden_model, tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("META_ARCHITECTURE", "MGN", "META_ARCHITECTURE 'MGN' is not supported"),
+    ("META_ARCHITECTURE", "Distiller", "META_ARCHITECTURE 'Distiller' is not supported"),
     ("BACKBONE", {"NAME": "build_osnet_backbone"}, "build_osnet_backbone"),
     ("BACKBONE", {"DEPTH": "77x"}, "depth 77"),
     ("HEADS", {"POOL_LAYER": "Magic"}, "pool layer 'Magic'"),

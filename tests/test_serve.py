@@ -71,14 +71,14 @@ class Server:
     """uvicorn in a thread, on a free port of 127.0.0.1."""
 
     def __init__(self, predictors, **config):
-        import uvicorn
+        from vdeploy.serve.server import make_server
 
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         self.port = s.getsockname()[1]
         s.close()
-        app = build_app(predictors, ServeConfig(port=self.port, **config))
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        config = ServeConfig(port=self.port, **{"log_level": "warning", **config})
+        self.server = make_server(build_app(predictors, config), config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"127.0.0.1:{self.port}"
 

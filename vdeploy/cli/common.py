@@ -5,7 +5,8 @@ from pathlib import Path
 
 from ..errors import UserError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# The image types are decided once, by the reader: a folder lists exactly what read_image reads.
+from ..runtime.io import IMAGE_SUFFIXES  # noqa: F401  (re-exported)
 
 
 def parse_size(text: str | None, option: str = "--input-size"):
@@ -31,11 +32,14 @@ def parse_list(text: str | None) -> list[str]:
 
 
 def expand_images(items) -> list[Path]:
+    """Image arguments -> image paths: a file as given (whatever its suffix: read_image decides from
+    its header), a folder as its images (IMAGE_SUFFIXES, the formats read_image reads), sorted, each
+    as a path under that folder."""
     out = []
     for it in items:
         p = Path(it)
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
         else:
             out.append(p)
     if not out:

@@ -49,6 +49,12 @@ def run(args) -> int:
     from ..frameworks.detectron2.config import config_to_yaml, diff_from_defaults, migrate_config
 
     path = Path(args.cfg)
+    if path.suffix.lower() not in (".py", ".yaml", ".yml"):
+        from ..errors import UserError
+
+        # Whatever is read gets printed back (resolved): only files that are configs by their name.
+        raise UserError(f"{path}: not a config file (expected a .yaml/.yml detectron2-style config or an "
+                        "MMSegmentation .py config)")
     if path.suffix == ".py":
         from ..errors import UserError
 

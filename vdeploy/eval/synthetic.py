@@ -1,8 +1,9 @@
 """Small deterministic datasets of coloured shapes in every format `vdeploy eval` reads, for
 tests and for training the tiny models (scripts/train_tiny.py). Same seed, same bytes.
 
-Shapes: circle, square, triangle, on a noisy background; never overlapping, so each instance
-mask is exactly the shape drawn."""
+Shapes: circle, square, triangle, on a noisy background. `scene` never overlaps them, so each
+instance mask is exactly the shape drawn; `hard_scene` (the Mask R-CNN of demo/shapes is trained
+and evaluated on it) adds overlaps, clutter and a wide range of scales."""
 from __future__ import annotations
 
 import json
@@ -62,6 +63,55 @@ def scene(rng: np.random.Generator, h: int = 96, w: int = 96, max_shapes: int = 
     return img, objects
 
 
+def hard_scene(rng: np.random.Generator, h: int = 256, w: int = 256, max_shapes: int = 8,
+               min_r: int = 6, max_r: int = 64):
+    """A harder scene: (BGR image, [(class index, mask)]), 1..max_shapes shapes.
+
+    - background: a colour gradient plus noise, and clutter that is not an object (lines, dots),
+      drawn first so that it never changes a mask;
+    - scale range: radii log-uniform in [min_r, max_r];
+    - overlaps: a later shape occludes earlier ones, whose masks keep their visible part. A
+      placement that would leave an earlier shape less than 60 % visible is redrawn, so every
+      annotated instance is still recognisable; an overlapping shape gets a colour far from the
+      ones it covers, so that the boundary between them is visible.
+    """
+    import cv2
+
+    img = background(rng, h, w).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    slope = rng.normal(0, 40, size=(2, 3))
+    img = np.clip(img + (xx / w - 0.5)[..., None] * slope[0] + (yy / h - 0.5)[..., None] * slope[1], 0, 255)
+    img = img.astype(np.uint8)
+    for _ in range(int(rng.integers(2, 9))):
+        p1, p2 = rng.integers(0, [w, h], size=2), rng.integers(0, [w, h], size=2)
+        tone = tuple(int(v) for v in rng.integers(30, 200, size=3))
+        cv2.line(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2), tone, int(rng.integers(1, 4)))
+    for _ in range(int(rng.integers(0, 15))):
+        c = tuple(int(v) for v in rng.integers(0, [w, h], size=2))
+        cv2.circle(img, c, int(rng.integers(1, 3)), tuple(int(v) for v in rng.integers(0, 256, size=3)), -1)
+
+    objects: list[tuple[int, np.ndarray, tuple]] = []  # (class, visible mask, colour)
+    for _ in range(int(rng.integers(1, max_shapes + 1))):
+        for _try in range(20):
+            r = int(np.exp(rng.uniform(np.log(min_r), np.log(min(max_r, min(h, w) // 2 - 2)))))
+            cx, cy = int(rng.integers(r + 1, w - r - 1)), int(rng.integers(r + 1, h - r - 1))
+            k = int(rng.integers(0, len(SHAPES)))
+            mask = draw_shape(np.zeros((h, w, 1), np.uint8), SHAPES[k], cx, cy, r, 1)
+            covered = [i for i, (_, m, _) in enumerate(objects) if (m & mask).any()]
+            if all((objects[i][1] & ~mask).sum() >= 0.6 * objects[i][1].sum() for i in covered):
+                break
+        else:
+            continue
+        for _c in range(20):
+            color = random_color(rng)
+            if all(np.abs(np.subtract(color, objects[i][2])).sum() > 150 for i in covered):
+                break
+        img[mask] = color
+        objects = [(c, m & ~mask, col) for c, m, col in objects]
+        objects.append((k, mask, color))
+    return img, [(k, m) for k, m, _ in objects]
+
+
 def _write_png(path: Path, image: np.ndarray) -> None:
     import cv2
 
@@ -70,14 +120,14 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
-def make_coco(out: Path, n: int = 24, seed: int = 0, size=(96, 96)) -> Path:
-    """out/annotations.json + out/images/NNNN.png; returns the json path."""
+def make_coco(out: Path, n: int = 24, seed: int = 0, size=(96, 96), hard: bool = False) -> Path:
+    """out/annotations.json + out/images/NNNN.png; returns the json path. `hard`: `hard_scene`s."""
     from pycocotools import mask as mask_util
 
     rng = np.random.default_rng(seed)
     images, anns = [], []
     for i in range(n):
-        img, objects = scene(rng, *size)
+        img, objects = (hard_scene if hard else scene)(rng, *size)
         name = f"{i:04d}.png"
         _write_png(out / "images" / name, img)
         images.append({"id": i + 1, "file_name": name, "height": size[0], "width": size[1]})

@@ -92,9 +92,25 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise _Forbidden("a persistent id (storage of another pickle format)")
 
 
+# What to do with a refused file. Never "load it with weights_only=False" (or any looser unpickler):
+# that runs whatever the file's author put in it, on this machine.
+SAFE_ADVICE = ("to use it, extract only the weights where the file came from, or in a throwaway sandbox "
+               "(a container or VM without credentials or network): load it there and re-save its state_dict "
+               "with torch.save(state_dict, 'weights.pth') or, better, safetensors.torch.save_file(state_dict, "
+               "'weights.safetensors'); or download the weights in safetensors format")
+
+
 def _refusal(path: Path, what: str) -> CheckpointError:
     return CheckpointError(f"{path}: refusing to unpickle {what}: checkpoints may only hold tensors, arrays "
-                           f"and plain containers (loading it could run code from the file)")
+                           f"and plain containers (loading it could run code from the file); {SAFE_ADVICE}")
+
+
+def _torch_words(text: str) -> str:
+    """A line of torch's error text fit to quote: torch's own advice (`weights_only=False`,
+    `add_safe_globals`) would tell the user to run the file's code, so any sentence with it is cut."""
+    sentences = [x for x in text.replace("\n", " ").split(". ") if x.strip()]
+    kept = [x for x in sentences if "weights_only" not in x and "safe_globals" not in x]
+    return (kept[0] if kept else "unreadable")[:160]
 
 
 def _load_pickle(path: Path, data: bytes) -> Any:
@@ -130,9 +146,9 @@ def _load_torch(path: Path) -> Any:
         msg = str(e)
         if "Weights only load failed" in msg or "GLOBAL" in msg:
             raise _refusal(path, _unsupported_global(msg)) from None
-        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint: {msg.splitlines()[0] if msg else e!r}") from None
+        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint: {_torch_words(msg) if msg else repr(e)}") from None
     except Exception as e:  # torch raises RuntimeError, KeyError, EOFError, ... for damaged files
-        first = (str(e).splitlines()[0] if str(e) else repr(e)).split(". ")[0][:160]
+        first = _torch_words(str(e)) if str(e) else repr(e)[:160]
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({type(e).__name__}: {first})") from None
 
 

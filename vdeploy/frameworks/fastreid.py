@@ -10,30 +10,24 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from ..errors import CheckpointError, ConfigError
 from . import SOURCES, ModelSource
 
 DEFAULTS = Path(__file__).with_name("fastreid_defaults.yaml")
-META_ARCHS = ("Baseline", "MGN", "MoCo", "Distiller")  # fast-reid's; only Baseline is built
+META_ARCHS = ("Baseline", "MGN", "MoCo", "Distiller")  # fast-reid's
+BUILT_ARCHS = ("Baseline", "MGN")
+BACKBONES = ("build_resnet_backbone", "build_resnest_backbone", "build_vit_backbone")
 _HEAD_KEYS = {"NECK_FEAT", "WITH_BNNECK", "POOL_LAYER", "EMBEDDING_DIM"}
 _BACKBONE_KEYS = {"LAST_STRIDE", "WITH_IBN", "WITH_NL"}
 
 
-def _raw_model_sections(path: str, depth: int = 0) -> list[dict]:
-    """MODEL sections of a YAML file and of its `_BASE_` chain (nearest first), without defaults."""
-    if depth > 8 or os.path.getsize(path) > 1 << 20:
-        return []
-    with open(path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f)
-    if not isinstance(doc, dict):
-        return []
-    out = [doc["MODEL"]] if isinstance(doc.get("MODEL"), dict) else []
-    base = doc.get("_BASE_")
-    if isinstance(base, str):
-        out += _raw_model_sections(os.path.join(os.path.dirname(path), base), depth + 1)
-    return out
+def _raw_model_sections(path: str) -> list[dict]:
+    """MODEL sections of a YAML file and of its `_BASE_` chain (nearest first), without defaults.
+
+    The chain is read by the detectron2 reader, with its limits and its confinement of bases."""
+    from .detectron2.config import read_chain
+
+    return [doc["MODEL"] for _, doc in read_chain(path) if isinstance(doc.get("MODEL"), dict)]
 
 
 def claims(spec: str) -> bool:
@@ -43,7 +37,7 @@ def claims(spec: str) -> bool:
         return False
     try:
         sections = _raw_model_sections(spec)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except ConfigError:  # not a YAML config, or one whose chain is refused: another reader says why
         return False
     for model in sections:
         if model.get("META_ARCHITECTURE") in META_ARCHS:
@@ -75,23 +69,37 @@ def _get(cfg: dict, dotted: str) -> Any:
 def model_kwargs(cfg: dict) -> dict:
     """The keyword arguments of `build_reid_model`, validated; ConfigError on what is unsupported."""
     arch = _get(cfg, "MODEL.META_ARCHITECTURE")
-    if arch != "Baseline":
-        raise ConfigError(f"MODEL.META_ARCHITECTURE {arch!r} is not supported; only 'Baseline' is")
+    if arch not in BUILT_ARCHS:
+        raise ConfigError(f"MODEL.META_ARCHITECTURE {arch!r} is not supported; only {BUILT_ARCHS} are")
     backbone = _get(cfg, "MODEL.BACKBONE.NAME")
-    if backbone != "build_resnet_backbone":
-        raise ConfigError(f"MODEL.BACKBONE.NAME {backbone!r} is not supported; only 'build_resnet_backbone' is")
+    if backbone not in BACKBONES:
+        raise ConfigError(f"MODEL.BACKBONE.NAME {backbone!r} is not supported; only {BACKBONES} are")
+    if arch == "MGN" and backbone != "build_resnet_backbone":
+        # fast-reid's MGN copies stage 4 into ResNet bottlenecks: any other backbone fails there too.
+        raise ConfigError(f"MODEL.META_ARCHITECTURE 'MGN' with MODEL.BACKBONE.NAME {backbone!r} is not supported; "
+                          "MGN needs 'build_resnet_backbone'")
     head = _get(cfg, "MODEL.HEADS.NAME")
     if head != "EmbeddingHead":
         raise ConfigError(f"MODEL.HEADS.NAME {head!r} is not supported; only 'EmbeddingHead' is")
     depth = str(_get(cfg, "MODEL.BACKBONE.DEPTH"))
-    try:
-        depth_n = int(depth.rstrip("x"))
-    except ValueError:
-        raise ConfigError(f"MODEL.BACKBONE.DEPTH {depth!r} is not a ResNet depth like '50x'") from None
-    size = _get(cfg, "INPUT.SIZE_TEST")
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise ConfigError(f"INPUT.SIZE_TEST must be [height, width], got {size!r}")
+    size = _size(cfg, "INPUT.SIZE_TEST")
+    vit = {}
+    if backbone == "build_vit_backbone":
+        depth_n = depth  # 'small' / 'base'
+        # The position embedding is sized for the training input; fast-reid refuses any other size.
+        if _size(cfg, "INPUT.SIZE_TRAIN") != size:
+            raise ConfigError(f"INPUT.SIZE_TEST {size} differs from INPUT.SIZE_TRAIN {_get(cfg, 'INPUT.SIZE_TRAIN')}: "
+                              "not supported with 'build_vit_backbone', whose position embedding fixes the size")
+        vit = {"stride_size": _size(cfg, "MODEL.BACKBONE.STRIDE_SIZE")}
+    else:
+        try:
+            depth_n = int(depth.rstrip("x"))
+        except ValueError:
+            raise ConfigError(f"MODEL.BACKBONE.DEPTH {depth!r} is not a ResNet depth like '50x'") from None
     return {
+        "arch": arch,
+        "backbone": backbone,
+        **vit,
         "depth": depth_n,
         "last_stride": int(_get(cfg, "MODEL.BACKBONE.LAST_STRIDE")),
         "norm": _get(cfg, "MODEL.BACKBONE.NORM"),
@@ -109,16 +117,37 @@ def model_kwargs(cfg: dict) -> dict:
     }
 
 
-def build_reid_model(*, depth, last_stride, norm, with_ibn, with_se, with_nl, feat_dim, embedding_dim,
-                     pool, with_bnneck, head_norm, pixel_mean, pixel_std, **_):
-    from ..models.fastreid import EmbeddingHead, ReidBaseline, ResNet
+def _size(cfg: dict, key: str) -> list[int]:
+    size = _get(cfg, key)
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ConfigError(f"{key} must be [height, width], got {size!r}")
+    return [int(v) for v in size]
 
+
+def build_reid_model(*, depth, last_stride, norm, with_ibn, with_se, with_nl, feat_dim, embedding_dim,
+                     pool, with_bnneck, head_norm, pixel_mean, pixel_std, arch="Baseline",
+                     backbone="build_resnet_backbone", size_test=None, stride_size=(16, 16), **_):
+    from ..models.fastreid import EmbeddingHead, ReidBaseline, ResNet
+    from ..models.fastreid.mgn import build_mgn
+    from ..models.fastreid.resnest import ResNeSt
+    from ..models.fastreid.vit import VisionTransformer
+
+    head_kwargs = dict(feat_dim=feat_dim, embedding_dim=embedding_dim, pool=pool, with_bnneck=with_bnneck,
+                       norm=head_norm)
     try:
-        backbone = ResNet(depth, last_stride, norm, with_ibn, with_se, with_nl)
-        heads = EmbeddingHead(feat_dim, embedding_dim, pool, with_bnneck, head_norm)
+        if arch == "MGN":  # fast-reid's MGN drops the backbone's non-local blocks
+            resnet = ResNet(depth, last_stride, norm, with_ibn, with_se, False)
+            return build_mgn(resnet, head_kwargs, norm, with_se, pixel_mean, pixel_std).eval()
+        if backbone == "build_resnest_backbone":
+            net = ResNeSt(depth, last_stride, norm)
+        elif backbone == "build_vit_backbone":
+            net = VisionTransformer(size_test, depth, stride_size)
+        else:
+            net = ResNet(depth, last_stride, norm, with_ibn, with_se, with_nl)
+        heads = EmbeddingHead(**head_kwargs)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return ReidBaseline(backbone, heads, pixel_mean, pixel_std).eval()
+    return ReidBaseline(net, heads, pixel_mean, pixel_std).eval()
 
 
 def spec_for(kw: dict, out_dim: int) -> dict:
@@ -139,7 +168,9 @@ def spec_for(kw: dict, out_dim: int) -> dict:
 
 
 # Parameters fast-reid keeps for training only: the classifier of the head.
-_TRAINING_ONLY = ("heads.weight", "heads.cls_layer.", "pixel_mean", "pixel_std")
+_TRAINING_ONLY = ("heads.weight", "heads.cls_layer.", "pixel_mean", "pixel_std",
+                  *(f"{h}.{p}" for h in ("b1_head", "b2_head", "b3_head", "b21_head", "b22_head", "b31_head",
+                                         "b32_head", "b33_head") for p in ("weight", "cls_layer.")))  # MGN
 
 
 def load_weights(model, weights: str) -> dict:
@@ -166,7 +197,7 @@ def build(spec: str, weights: Optional[str] = None, **options):
     else:
         prov = {"weights": None, "note": "random initialisation"}
     prov = {"source": str(spec), "framework": "fastreid", **prov}
-    return DeployableModel(model, spec_for(kw, model.heads.out_dim), prov, batchable=True)
+    return DeployableModel(model, spec_for(kw, model.out_dim), prov, batchable=True)
 
 
 SOURCES.register("fastreid", ModelSource("fastreid", claims, build, precedence=10))

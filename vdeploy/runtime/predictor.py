@@ -26,7 +26,7 @@ class Predictor:
         self.spec = self.bundle.meta
         self.backend_name = backend or default_backend(self.bundle)
         self.backend = create_backend(self.backend_name, self.bundle, threads=threads, device=device, **options)
-        self.input_size = self.spec.get("input_size")
+        self.input_size = self.bundle.contract.input_size
 
     @classmethod
     def from_backend(cls, bundle: Bundle, backend) -> "Predictor":
@@ -34,16 +34,16 @@ class Predictor:
         self = cls.__new__(cls)
         self.bundle, self.spec, self.backend = bundle, bundle.meta, backend
         self.backend_name = backend.name
-        self.input_size = bundle.meta.get("input_size")
+        self.input_size = bundle.contract.input_size
         return self
 
     @property
     def task(self) -> str:
-        return self.spec["task"]
+        return self.bundle.contract.task
 
     @property
     def classes(self) -> list[str]:
-        return self.spec["classes"]
+        return list(self.bundle.contract.classes)
 
     def load(self) -> "Predictor":
         self.backend.load()
@@ -66,7 +66,7 @@ class Predictor:
         """Several images in one call when the graph takes batches and they share a shape."""
         preps = [self.preprocess(im) for im in images]
         shapes = {tuple(p.inputs[self.bundle.input_names()[0]].shape) for p in preps}
-        if not self.spec.get("batchable") or len(shapes) != 1 or len(preps) == 1:
+        if not self.bundle.contract.batchable or len(shapes) != 1 or len(preps) == 1:
             return [self.postprocess(self.infer(p.inputs), p.meta) for p in preps]
         from .preprocess import stack
 

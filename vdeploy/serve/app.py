@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from .batcher import BadImage, BatchPolicy, InferenceWorker, QueueFull, RequestTimeout
+from .batcher import BadImage, BatchPolicy, InferenceWorker, QueueFull, RequestTimeout, TooLarge
 from .contract import to_json
 from .engine import decode_binary_request, import_kserve, vision_model_class
 from .guards import Guard
@@ -24,6 +24,20 @@ class ServeConfig:
     max_body_bytes: int = 16 << 20
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     pool_threads: int = 0  # decode/pre/postprocess threads; 0: one per CPU, at least 2
+    # Decoded images: 50 MP (150 MB as BGR) covers any camera; a decode pool thread holds one.
+    max_image_pixels: int = 50_000_000
+    # Connections (server.py applies these): the request head within header_timeout_s of the
+    # connection opening or of the previous answer; the whole body within body_timeout_s of the
+    # head; idle keep-alive connections closed after keep_alive_s; past max_connections
+    # connections or requests in progress, 503; after SIGTERM requests in progress get
+    # shutdown_timeout_s to finish.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 256
+    shutdown_timeout_s: float = 10.0
+    max_header_bytes: int = 16 << 10
+    log_level: str = "info"
 
 
 def build_app(predictors: dict, config: ServeConfig):
@@ -45,7 +59,10 @@ def build_app(predictors: dict, config: ServeConfig):
                                                  thread_name_prefix="vdeploy-prep")
     from ..runtime.io import decode_image
 
-    workers = {name: InferenceWorker(p, config.policy, pool, decode=decode_image,
+    def decode(data: bytes, name: str = "image"):
+        return decode_image(data, name, config.max_image_pixels)
+
+    workers = {name: InferenceWorker(p, config.policy, pool, decode=decode,
                                      on_batch=metrics.batch_size.labels(name).observe)
                for name, p in predictors.items()}
     VisionModel = vision_model_class()
@@ -68,6 +85,7 @@ def build_app(predictors: dict, config: ServeConfig):
     app = FastAPI(title="vdeploy", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
     app.state.workers = workers
+    app.state.closing = asyncio.Event()  # set by the server on shutdown (server.py)
 
     async def page():
         return HTMLResponse(PAGE)
@@ -82,7 +100,9 @@ def build_app(predictors: dict, config: ServeConfig):
         return Response(encoder(REGISTRY) + encoder(metrics.registry), headers={"content-type": content_type})
 
     async def predictions(model_name: str, request: Request):
-        """TorchServe-style: raw image bytes in; JSON, or PNG for segmentation or `?render=1`."""
+        """TorchServe-style: raw image bytes in (POST, or PUT as `curl -T` sends them); JSON, or PNG
+        for segmentation (a palette PNG of class indices) or `?render=1`. Errors are JSON with a
+        4xx/5xx status, never a 200."""
         if not is_valid_model_name(model_name):
             return JSONResponse({"error": f"invalid model name {model_name!r}"}, status_code=400)
         if model_name not in predictors:
@@ -91,12 +111,15 @@ def build_app(predictors: dict, config: ServeConfig):
         pred, = await workers[model_name].predict([body])
         p = predictors[model_name]
         if request.query_params.get("render") in ("1", "true"):
-            png = await asyncio.get_running_loop().run_in_executor(pool, _render, body, pred, p.classes)
+            # decoded again (the worker keeps no pixels), in the pool and under the same pixel limit
+            png = await asyncio.get_running_loop().run_in_executor(pool, lambda: _render(decode(body), pred, p.classes))
             return Response(png, media_type="image/png", headers={"X-Vdeploy-Summary": _summary(pred, p.classes)})
         if p.task == "semantic_segmentation":
-            from .contract import encode_label_map
+            from .contract import encode_label_map_palette
 
-            return Response(encode_label_map(pred.label_map), media_type="image/png")
+            png = await asyncio.get_running_loop().run_in_executor(pool, encode_label_map_palette,
+                                                                   pred.label_map, len(p.classes))
+            return Response(png, media_type="image/png")
         return JSONResponse(to_json(p.task, pred, p.classes))
 
     async def v2_infer(model_name: str, request: Request):
@@ -125,48 +148,74 @@ def build_app(predictors: dict, config: ServeConfig):
         return JSONResponse(response, headers=response_headers)
 
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    # The protocol's infer, with and without a version (one version per model: any is this one);
+    # ahead of KServe's own routes, which the versioned path would otherwise reach.
     app.add_api_route("/v2/models/{model_name}/infer", v2_infer, methods=["POST"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", v2_infer, methods=["POST"])
     app.add_api_route("/ping", ping, methods=["GET"])
     app.add_api_route("/metrics", prometheus, methods=["GET"])
-    app.add_api_route("/predictions/{model_name}", predictions, methods=["POST"])
+    app.add_api_route("/predictions/{model_name}", predictions, methods=["POST", "PUT"])
     register_v2_endpoints(app, dataplane, ModelRepositoryExtension(model_registry=repository))
+    _add_error_handlers(app)
+    app.add_middleware(Guard, token=config.token, max_body_bytes=config.max_body_bytes, metrics=metrics,
+                       model_names=list(predictors), body_timeout_s=config.body_timeout_s,
+                       closing=app.state.closing)
+    return app
+
+
+def _add_error_handlers(app) -> None:
+    """Every error as `{"error": message}` with its status. Client errors (4xx, and 503 for
+    overload) are logged as one line by the Guard, without a traceback (KServe's own handlers log
+    one for each); server errors keep theirs."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from kserve import errors as kerr
+    from starlette.exceptions import HTTPException
 
     def error(status: int, extra: dict | None = None):
         async def handler(_, exc):
             return JSONResponse({"error": str(exc)}, status_code=status, headers=extra)
         return handler
 
-    app.add_exception_handler(QueueFull, error(503, {"Retry-After": "1"}))
-    app.add_exception_handler(RequestTimeout, error(504))
-    app.add_exception_handler(BadImage, error(400))
-    app.add_exception_handler(UserError, error(400))
-    for exc, handler in [(kerr.InvalidInput, kerr.invalid_input_handler), (kerr.InferenceError, kerr.inference_error_handler),
-                         (kerr.ModelNotFound, kerr.model_not_found_handler), (kerr.ModelNotReady, kerr.model_not_ready_handler),
-                         (NotImplementedError, kerr.not_implemented_error_handler),
-                         (kerr.ServerNotLive, kerr.server_not_live_handler), (kerr.ServerNotReady, kerr.server_not_ready_handler),
-                         (Exception, kerr.generic_exception_handler)]:
+    async def http_error(_, exc):  # 404 for an unknown route, 405 for a wrong method (with Allow)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    async def validation_error(_, exc):
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"malformed request: {where}: {first.get('msg', 'invalid')}"}, status_code=400)
+
+    async def server_error(_, exc):
+        kerr.logger.error("Exception:", exc_info=exc)
+        return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+
+    async def unexpected(_, exc):  # Starlette re-raises after answering: uvicorn logs the traceback
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+    for exc, handler in [
+        (QueueFull, error(503, {"Retry-After": "1"})), (RequestTimeout, error(504)), (TooLarge, error(413)),
+        (BadImage, error(400)), (UserError, error(400)), (HTTPException, http_error),
+        (RequestValidationError, validation_error),
+        (kerr.InvalidInput, error(400)), (kerr.ModelNotFound, error(404)), (kerr.ModelNotReady, error(503)),
+        (kerr.ServerNotLive, error(503)), (kerr.ServerNotReady, error(503)), (NotImplementedError, error(501)),
+        (kerr.InferenceError, server_error), (Exception, unexpected),
+    ]:
         app.add_exception_handler(exc, handler)
-    app.add_middleware(Guard, token=config.token, max_body_bytes=config.max_body_bytes, metrics=metrics,
-                       model_names=list(predictors))
-    return app
 
 
 def serve(predictors: dict, config: ServeConfig) -> None:
-    """Run until interrupted (uvicorn, the server KServe runs on)."""
-    import uvicorn
+    """Run until SIGINT/SIGTERM, then drain for at most config.shutdown_timeout_s (server.py)."""
+    from .server import make_server
 
-    app = build_app(predictors, config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False,
-                timeout_keep_alive=65)
+    make_server(build_app(predictors, config), config).run()
 
 
-def _render(body: bytes, pred, classes) -> bytes:
+def _render(image, pred, classes) -> bytes:
     import cv2
 
-    from ..runtime.io import decode_image
     from ..runtime.vis import draw
 
-    ok, buf = cv2.imencode(".png", draw(decode_image(body), pred, classes))
+    ok, buf = cv2.imencode(".png", draw(image, pred, classes))
     if not ok:
         raise RuntimeError("PNG encoding of the drawing failed")
     return buf.tobytes()

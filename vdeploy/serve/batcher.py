@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import UserError
+from ..runtime.io import ImageTooLarge
 
 
 _POLL_S = 0.001
@@ -37,12 +38,17 @@ class BadImage(UserError):
     """An input that is not a decodable image (HTTP 400)."""
 
 
+class TooLarge(UserError):
+    """More than the server can ever take: an image over the pixel limit, or more images in one
+    request than the model's queue holds (HTTP 413: retrying cannot help)."""
+
+
 @dataclass
 class BatchPolicy:
     max_batch_size: int = 1
     max_delay_s: float = 0.005
     max_queue: int = 64          # images admitted and not yet answered
-    timeout_s: float = 100.0     # per request, admission to answer
+    timeout_s: float = 100.0     # per request, admission to answer (decoding included)
 
 
 @dataclass
@@ -56,7 +62,7 @@ class InferenceWorker:
     """Serves one predictor. `await worker.predict([encoded images])` -> list of Predictions."""
 
     def __init__(self, predictor, policy: BatchPolicy, pool: concurrent.futures.Executor, *,
-                 decode: Callable[[bytes], np.ndarray], on_batch: Callable[[int], None] | None = None):
+                 decode: Callable[[bytes, str], np.ndarray], on_batch: Callable[[int], None] | None = None):
         self.predictor = predictor
         batchable = bool(predictor.spec.get("batchable"))
         self.max_batch_size = max(1, policy.max_batch_size) if batchable else 1
@@ -85,30 +91,47 @@ class InferenceWorker:
         n = len(images)
         if n == 0:
             raise BadImage("the request has no image")
+        if n > self.policy.max_queue:
+            raise TooLarge(f"{n} images in one request; this model's queue holds at most {self.policy.max_queue} "
+                           "(send fewer per request, or start the server with a larger --max-queue)")
         if self.in_flight + n > self.policy.max_queue:
             raise QueueFull(f"{self.in_flight} images in flight, the queue admits {self.policy.max_queue}")
         self.in_flight += n
+        deadline = time.monotonic() + self.policy.timeout_s
+        tasks = [asyncio.ensure_future(self._one(i, data, deadline)) for i, data in enumerate(images)]
         try:
-            coro = asyncio.gather(*(self._one(i, data) for i, data in enumerate(images)))
             try:
-                return await asyncio.wait_for(coro, self.policy.timeout_s)
+                return await asyncio.wait_for(asyncio.gather(*tasks), self.policy.timeout_s)
             except asyncio.TimeoutError:
                 raise RequestTimeout(f"no answer within {self.policy.timeout_s:g} s") from None
         finally:
+            # One bad image fails the request: its other images stop where they are (a cancelled
+            # task cancels its queued item, which the batch loop then skips).
+            for t in tasks:
+                t.cancel()
             self.in_flight -= n
 
-    async def _one(self, index: int, data: bytes):
+    async def _one(self, index: int, data: bytes, deadline: float):
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(self.pool, self._decode_and_prepare, index, data)
+        # A decode not started by the deadline never starts (the timeout cancels its pool future);
+        # one under way is bounded by the pixel limit checked from the header, and what follows it
+        # is skipped past the deadline.
+        prepared = await loop.run_in_executor(self.pool, self._decode_and_prepare, index, data, deadline)
         item = _Item(prepared, loop.create_future())
         await self._queue.put(item)
         return await item.future
 
-    def _decode_and_prepare(self, index: int, data: bytes):
+    def _decode_and_prepare(self, index: int, data: bytes, deadline: float):
+        if time.monotonic() > deadline:
+            raise RequestTimeout(f"no answer within {self.policy.timeout_s:g} s")
         try:
-            image = self.decode(data)
+            image = self.decode(data, f"image {index}")
+        except ImageTooLarge as e:
+            raise TooLarge(str(e)) from None
         except UserError as e:
-            raise BadImage(f"image {index}: {e}") from None
+            raise BadImage(str(e)) from None
+        if time.monotonic() > deadline:
+            raise RequestTimeout(f"no answer within {self.policy.timeout_s:g} s")
         return self.predictor.preprocess(image)
 
     async def _next_batch(self) -> list[_Item]:

@@ -111,6 +111,27 @@ def encode_label_map(label_map: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def encode_label_map_palette(label_map: np.ndarray, num_classes: int = 0) -> bytes:
+    """A label map as a palette PNG: each pixel's index is its class (what PIL's `np.array(Image.open(f))`
+    gives back), its colour the class colour of vdeploy's drawings, so the file shows the classes
+    when opened. Past 256 classes a palette cannot hold them: 16-bit greyscale, as encode_label_map."""
+    import io
+
+    from PIL import Image
+
+    from ..runtime.vis import palette
+
+    top = int(label_map.max(initial=0))
+    if top > 255 or int(label_map.min(initial=0)) < 0:
+        return encode_label_map(label_map)
+    colors = palette(max(num_classes, top + 1))[:256, ::-1]  # vdeploy's colours are BGR, a PNG palette RGB
+    im = Image.fromarray(np.ascontiguousarray(label_map, dtype=np.uint8))
+    im.putpalette(colors.astype(np.uint8).tobytes())  # an "L" image with a palette becomes "P"
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
 def _rles(pred: Prediction) -> list[dict]:
     if pred.masks is None or len(pred) == 0:
         return []

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 from ...errors import UserError
 from ...registry import Registry
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from ...runtime.io import IMAGE_SUFFIXES  # noqa: E402,F401  (the reader decides the image types, once)
 
 
 @dataclass(frozen=True)

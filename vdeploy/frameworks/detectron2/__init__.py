@@ -38,8 +38,8 @@ def _claims(spec: str) -> bool:
 
     try:  # the file and its _BASE_ chain as written: defaults would make any YAML look like one
         raw = read_with_bases(str(path))
-    except UserError:
-        return False
+    except UserError:  # a YAML file the reader refuses (a _BASE_ outside its tree, a YAML bomb) is claimed
+        return True    # last of the YAML frameworks, so that the build reports the reader's precise refusal
     model = raw.get("MODEL") if isinstance(raw, dict) else None
     # detectron2's default META_ARCHITECTURE is GeneralizedRCNN.
     if not isinstance(model, dict) or model.get("META_ARCHITECTURE", "GeneralizedRCNN") in FOREIGN_META_ARCHITECTURES:

@@ -155,7 +155,7 @@ class _ConfigLoader(yaml.SafeLoader):
             return node
         self._depth += 1
         if self._depth > MAX_YAML_DEPTH:
-            raise _Bounded(f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            raise _Bounded(f"values nested deeper than {MAX_YAML_DEPTH} levels", mark)
         try:
             node = super().compose_node(parent, index)
         finally:
@@ -168,7 +168,8 @@ class _ConfigLoader(yaml.SafeLoader):
             children = ()
         size = 1 + sum(self._sizes[id(c)][0] for c in children)
         if size > MAX_YAML_NODES:
-            raise _Bounded(f"expands to more than {MAX_YAML_NODES} values (aliases counted in full)", mark)
+            raise _Bounded(f"the document expands to more than {MAX_YAML_NODES} values (aliases counted "
+                           "in full)", mark)
         self._sizes[id(node)] = (size, node)
         return node
 
@@ -184,7 +185,7 @@ def read_yaml(path: str | Path, scope: Optional[ConfigScope] = None) -> dict:
         data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
     except _Bounded as e:
         where = f":{e.mark.line + 1}" if e.mark is not None else ""
-        raise ConfigError(f"{path}{where}: YAML document {e.why}; refused") from None
+        raise ConfigError(f"{path}{where}: YAML refused: {e.why}") from None
     except _Refused:
         raise ConfigError(f"{path}: uses a YAML tag that could run code (its expression is not plain "
                           f"arithmetic); refused") from None

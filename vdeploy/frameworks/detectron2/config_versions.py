@@ -100,7 +100,7 @@ def guess_config_version(data: dict) -> Optional[int]:
     if isinstance(version, int) and not isinstance(version, bool):
         return version
     if version is not None:
-        raise ConfigError(f"VERSION must be an integer, got {version!r}")
+        raise ConfigError(f"VERSION must be an integer, got {type(version).__name__}")
     if _get(data, "MODEL.WEIGHT", missing=...) is not ... or _get(data, "TEST.AUG_ON", missing=...) is not ...:
         return 1
     return None

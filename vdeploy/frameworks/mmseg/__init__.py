@@ -30,8 +30,8 @@ def claims(spec: str) -> bool:
         return False
     try:
         model = load_config(spec).get("model")
-    except ConfigError:
-        return "decode_head" in text
+    except ConfigError:  # the model is often only in the bases (HRNet, OCRNet): `_base_` says mmseg too
+        return "decode_head" in text or "_base_" in names
     return isinstance(model, dict) and "decode_head" in model
 
 

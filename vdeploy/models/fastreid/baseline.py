@@ -42,6 +42,7 @@ class ReidBaseline(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.heads = heads
+        self.out_dim = heads.out_dim
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
 

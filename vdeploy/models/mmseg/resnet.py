@@ -68,7 +68,8 @@ class ResNet(nn.Module):
     def __init__(self, depth: int = 50, *, stem_channels: int = 64, base_channels: int = 64,
                  strides: Sequence[int] = (1, 2, 2, 2), dilations: Sequence[int] = (1, 1, 1, 1),
                  out_indices: Sequence[int] = (0, 1, 2, 3), deep_stem: bool = False, avg_down: bool = False,
-                 contract_dilation: bool = False, style: str = "pytorch"):
+                 contract_dilation: bool = False, style: str = "pytorch",
+                 multi_grid: Sequence[int] | None = None):
         super().__init__()
         if depth not in BLOCKS_PER_STAGE:
             raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(BLOCKS_PER_STAGE)}")
@@ -94,6 +95,12 @@ class ResNet(nn.Module):
         for i, (n, stride, dilation) in enumerate(zip(BLOCKS_PER_STAGE[depth], strides, dilations)):
             planes = base_channels * 2 ** i
             first_dilation = dilation // 2 if contract_dilation and dilation > 1 else dilation
+            # mmseg: `multi_grid` replaces the dilations of the last stage's blocks outright
+            grid = tuple(multi_grid) if multi_grid and i == 3 else None
+            if grid is not None:
+                if len(grid) != n:
+                    raise ValueError(f"multi_grid needs one entry per block of the last stage ({n})")
+                first_dilation = grid[0]
             downsample = None
             if stride != 1 or inplanes != planes * block.expansion:
                 down: list[nn.Module] = []
@@ -106,7 +113,7 @@ class ResNet(nn.Module):
                 downsample = nn.Sequential(*down)
             blocks = [block(inplanes, planes, stride, first_dilation, downsample, style)]
             inplanes = planes * block.expansion
-            blocks += [block(inplanes, planes, 1, dilation, None, style) for _ in range(1, n)]
+            blocks += [block(inplanes, planes, 1, grid[j] if grid else dilation, None, style) for j in range(1, n)]
             name = f"layer{i + 1}"
             setattr(self, name, nn.Sequential(*blocks))
             self.stage_names.append(name)

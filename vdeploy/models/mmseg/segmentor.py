@@ -30,7 +30,9 @@ class EncoderDecoder(nn.Module):
         if mode == "slide" and (crop_size is None or stride is None):
             raise ValueError("slide inference needs crop_size and stride")
         self.backbone = backbone
-        self.decode_head = decode_head
+        # CascadeEncoderDecoder (OCRNet): a list of heads, each after the first refining the
+        # previous one's logits (`decode_head.0`, `decode_head.1`, ... as in mmseg)
+        self.decode_head = nn.ModuleList(decode_head) if isinstance(decode_head, (list, tuple)) else decode_head
         self.align_corners = align_corners
         self.mode = mode
         self.crop_size = tuple(int(v) for v in crop_size) if crop_size else None
@@ -40,7 +42,13 @@ class EncoderDecoder(nn.Module):
 
     def encode_decode(self, x):
         """Normalised images -> logits at their own size (mmseg's `encode_decode` + `predict_by_feat`)."""
-        logits = self.decode_head(self.backbone(x))
+        feats = self.backbone(x)
+        if isinstance(self.decode_head, nn.ModuleList):
+            logits = self.decode_head[0](feats)
+            for head in self.decode_head[1:]:
+                logits = head(feats, logits)
+        else:
+            logits = self.decode_head(feats)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
     def forward(self, images):

@@ -28,8 +28,8 @@ class Backend(ABC):
         self.threads = threads
         self.device = device
         self.options = options
-        self.input_names = [i["name"] for i in bundle.meta["inputs"]]
-        self.output_names = [o["name"] for o in bundle.meta["outputs"]]
+        self.input_names = [t.name for t in bundle.contract.inputs]
+        self.output_names = [t.name for t in bundle.contract.outputs]
         self._loaded = False
 
     @classmethod
@@ -54,19 +54,20 @@ class Backend(ABC):
         if missing:
             raise UserError(f"{self.name}: missing inputs {missing}; the model takes {self.input_names}")
         feed = {}
-        for spec in self.bundle.meta["inputs"]:
-            x = inputs[spec["name"]]
-            want = np.dtype(spec.get("dtype", "float32"))
+        contract = self.bundle.contract
+        for spec in contract.inputs:
+            x = inputs[spec.name]
+            want = np.dtype(spec.numpy_dtype)
             if x.dtype != want:
                 x = x.astype(want)
-            shape = spec.get("shape")
+            shape = list(spec.shape) if spec.shape else None
             if shape and len(shape) != x.ndim:
-                raise UserError(f"{self.name}: input {spec['name']} has {x.ndim} dims, the model wants {len(shape)}")
+                raise UserError(f"{self.name}: input {spec.name} has {x.ndim} dims, the model wants {len(shape)}")
             if shape:
                 for i, (got, dim) in enumerate(zip(x.shape, shape)):
-                    if isinstance(dim, int) and dim > 0 and got != dim and not (i == 0 and self.bundle.meta.get("batchable")):
-                        raise UserError(f"{self.name}: input {spec['name']} shape {x.shape} does not fit {shape}")
-            feed[spec["name"]] = np.ascontiguousarray(x)
+                    if isinstance(dim, int) and dim > 0 and got != dim and not (i == 0 and contract.batchable):
+                        raise UserError(f"{self.name}: input {spec.name} shape {x.shape} does not fit {shape}")
+            feed[spec.name] = np.ascontiguousarray(x)
         outs = self._run(feed)
         return {n: np.asarray(v) for n, v in zip(self.output_names, outs)}
 
