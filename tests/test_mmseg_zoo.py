@@ -178,7 +178,8 @@ def test_exports_run_on_onnxruntime_and_openvino(tmp_path, name):
         err, agree = agreement(sess.run(None, {"images": img.numpy()})[0], want)
         assert err < 1e-3 and agree > 0.999, (hw, err, agree)
     ov = pytest.importorskip("openvino")
-    compiled = ov.Core().compile_model(str(path), "CPU")
+    # f32 as vdeploy's OpenVINO backend asks (the CPU plugin's default may be bf16)
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = compiled([img.numpy()])[compiled.output(0)]
     err, agree = agreement(got, want)
-    assert err < 1e-2 and agree > 0.99, (err, agree)
+    assert err < 1e-3 and agree > 0.999, (err, agree)

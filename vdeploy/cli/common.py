@@ -27,6 +27,33 @@ def parse_size(text: str | None, option: str = "--input-size"):
     return size
 
 
+def add_config_override_arguments(p) -> None:
+    """--opts (detectron2 style) and --cfg-options (MMSegmentation style): one parser for both."""
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="detectron2-style config overrides, as pairs: --opts MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.5 "
+                        "INPUT.MIN_SIZE_TEST 640 (the key must exist)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="MMSegmentation-style config overrides: --cfg-options model.decode_head.num_classes=19 "
+                        "model.test_cfg.mode=whole")
+
+
+def parse_config_overrides(args) -> list[tuple[str, str]]:
+    """(dotted key, value text) pairs from --opts and --cfg-options; values are read by the framework."""
+    opts, pairs = list(getattr(args, "opts", []) or []), []
+    if len(opts) % 2:
+        raise UserError(f"--opts takes KEY VALUE pairs; {opts[-1]!r} has no value")
+    pairs += list(zip(opts[0::2], opts[1::2]))
+    for item in getattr(args, "cfg_options", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--cfg-options takes KEY=VALUE, got {item!r}")
+        pairs.append((key, value))
+    for key, _ in pairs:
+        if not all(part.isidentifier() or part.isdigit() for part in key.split(".")):
+            raise UserError(f"config override key {key!r} is not a dotted name")
+    return pairs
+
+
 def parse_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .common import add_config_override_arguments
+
 NAME = "config"
 HELP = "Show a framework config fully resolved (or only what differs from its defaults), or migrate it between detectron2 releases."
 
@@ -27,7 +29,9 @@ def add_arguments(parser) -> None:
     show = sub.add_parser("show", help="print the resolved config as YAML", description="Print the resolved config "
                           "(defaults, _BASE_ chain and file merged) as YAML.")
     show.add_argument("cfg", help="detectron2/centermask2/fast-reid YAML or MMSegmentation .py config")
-    show.add_argument("--diff", action="store_true", help="print only the keys that differ from the defaults")
+    show.add_argument("--diff", action="store_true", help="print only the keys that differ from the defaults "
+                      "(MMSegmentation: from what the file's _base_ files give)")
+    add_config_override_arguments(show)
     _defaults_args(show)
     mig = sub.add_parser("migrate", help="rewrite a detectron2 config for another detectron2 release",
                          description="Rewrite a detectron2 config for another detectron2 release, reporting every "
@@ -47,6 +51,7 @@ def _defaults_args(parser) -> None:
 
 def run(args) -> int:
     from ..frameworks.detectron2.config import config_to_yaml, diff_from_defaults, migrate_config
+    from .common import parse_config_overrides
 
     path = Path(args.cfg)
     if path.suffix.lower() not in (".py", ".yaml", ".yml"):
@@ -60,12 +65,19 @@ def run(args) -> int:
 
         if args.action == "migrate":
             raise UserError(f"{path}: migrate rewrites detectron2 YAML configs; this is an MMSegmentation config")
+        from ..frameworks.mmseg.config import load_bases
+        from ..frameworks.overrides import apply_cfg_options
+
+        cfg = apply_cfg_options(_load_mmseg(path), parse_config_overrides(args), str(path))
         if args.diff:
-            raise UserError(f"{path}: --diff needs a defaults file; MMSegmentation configs have none (only _base_)")
-        cfg = _load_mmseg(path)
+            cfg = diff_from_defaults(cfg, load_bases(path))
         print(_mmseg_yaml(cfg), end="")
         return 0
     cfg, defaults, note = load_yaml_config(path, args.defaults, args.extra_defaults)
+    if args.action == "show":
+        from ..frameworks.overrides import apply_opts
+
+        cfg = apply_opts(cfg, parse_config_overrides(args), str(path))
     if note:
         print(f"# {note}", file=sys.stderr)
     if args.action == "show":

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .common import add_config_override_arguments
 from .verify import add_gate_argument
 
 NAME = "export"
@@ -27,6 +28,7 @@ def add_arguments(p):
                         "that every tensor has a fixed shape (NPU compilers, static TensorRT engines)")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
     add_gate_argument(p)
+    add_config_override_arguments(p)
     p.add_argument("--images", nargs="*", default=[], help="photos to verify on (besides synthetic ones)")
 
 
@@ -35,10 +37,11 @@ def run(args) -> int:
     from ..export import export_bundle
     from ..frameworks import build_model
     from ..runtime.tasks import get_task, parse_gate_options
-    from .common import expand_images, parse_list, parse_size
+    from .common import expand_images, parse_config_overrides, parse_list, parse_size
 
     size = parse_size(args.input_size)
-    dm = build_model(args.model, args.weights, **({"input_size": size} if size else {}))
+    dm = build_model(args.model, args.weights, config_overrides=parse_config_overrides(args),
+                     **({"input_size": size} if size else {}))
     if args.dynamic and dm.input_size:
         raise UserError(f"{args.model} only runs at a fixed size {dm.input_size}; --dynamic does not apply")
     if args.letterbox == "fill":

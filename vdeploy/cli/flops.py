@@ -1,6 +1,8 @@
 """`vdeploy flops MODEL`: parameters and FLOPs per module (a tree) and in total."""
 from __future__ import annotations
 
+from .common import add_config_override_arguments
+
 NAME = "flops"
 HELP = "Count parameters and FLOPs/MACs of a model, per module and in total."
 
@@ -13,6 +15,7 @@ def add_arguments(parser) -> None:
                              "224x224 classification, 800x1333 detection)")
     parser.add_argument("--depth", type=int, default=3, help="deepest module level shown in the tree (default 3)")
     parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    add_config_override_arguments(parser)
 
 
 def run(args) -> int:
@@ -20,12 +23,12 @@ def run(args) -> int:
     from ..frameworks import build_model
     from ..runtime.io import atomic_write_json
     from ..tools.flops import count_flops, example_inputs
-    from .common import parse_size
+    from .common import parse_config_overrides, parse_size
 
     if args.depth < 0:
         raise UserError("--depth must be 0 or more")
     size = parse_size(args.input_size)
-    deployable = build_model(args.model, args.weights)
+    deployable = build_model(args.model, args.weights, config_overrides=parse_config_overrides(args))
     inputs, shapes = example_inputs(deployable.spec, size)
     report = count_flops(deployable.module, inputs)
     report.input_shapes = shapes

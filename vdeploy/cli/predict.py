@@ -20,6 +20,8 @@ others are written and the exit status is 1 (--strict: stop at the first one, ex
 def add_arguments(p):
     import argparse
 
+    from .common import add_config_override_arguments
+
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = NAMING
     p.add_argument("source", help="bundle folder, config file, or torchvision:NAME")
@@ -34,6 +36,7 @@ def add_arguments(p):
     p.add_argument("--strict", action="store_true",
                    help="stop at the first image that cannot be read (default: skip it, exit 1 at the end)")
     p.add_argument("--input-size", help="fixed HxW letterbox input for a model spec")
+    add_config_override_arguments(p)
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="cpu")
 
@@ -75,7 +78,7 @@ def run(args) -> int:
     from ..runtime.io import atomic_write_image, read_image
     from ..runtime.outputs import ResultsWriter
     from ..runtime.vis import draw
-    from .common import open_predictor, parse_size
+    from .common import open_predictor, parse_config_overrides, parse_size
 
     images = named_images(args.images)
     out = Path(args.out)
@@ -83,7 +86,7 @@ def run(args) -> int:
     if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:
         raise UserError(f"--score-thr must be in [0, 1], got {args.score_thr}")
     predictor = open_predictor(args.source, args.weights, args.backend, input_size=parse_size(args.input_size),
-                               threads=args.threads, device=args.device)
+                               threads=args.threads, device=args.device, config_overrides=parse_config_overrides(args))
     classes = predictor.classes
     writer = ResultsWriter(out, predictor.task, classes)
     if vis_dir is not None and vis_dir.exists() and not vis_dir.is_dir():

@@ -24,6 +24,8 @@ class ModelSource:
     # Sources are asked in this order, lowest first: a framework built on another's config format
     # (centermask2 and fast-reid read detectron2-style YAML) must claim its files before that one.
     precedence: int = 50
+    # False for sources named `prefix:NAME` rather than read from a config file (no --opts for them)
+    reads_config: bool = True
 
 
 SOURCES: Registry[ModelSource] = Registry("model source")
@@ -62,6 +64,9 @@ def build_model(spec: str, weights: Optional[str] = None, **options):
     import torch
 
     source = resolve(spec)
+    if options.get("config_overrides") and not source.reads_config:
+        raise UserError(f"{spec}: --opts / --cfg-options change a config file; {source.name} models have none")
+    options = {k: v for k, v in options.items() if v or k != "config_overrides"}
     with torch.random.fork_rng():
         torch.manual_seed(0)
         dm = source.build(spec, weights, **options)

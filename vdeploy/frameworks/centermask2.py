@@ -209,7 +209,10 @@ def build_from_cfg(cfg: dict, weights: Optional[str] = None, *, source: str = ""
 
 def build(spec_path: str, weights: Optional[str] = None, **options) -> DeployableModel:
     """ModelSource entry point: a centermask2 YAML config (with `_BASE_` chain) and its checkpoint."""
-    return build_from_cfg(load_config(spec_path), weights, source=str(Path(spec_path)), **options)
+    from .overrides import apply_opts
+
+    cfg = apply_opts(load_config(spec_path), options.pop("config_overrides", ()), spec_path)
+    return build_from_cfg(cfg, weights, source=str(Path(spec_path)), **options)
 
 
 def _dig(d, dotted: str):

@@ -190,7 +190,9 @@ def load_weights(model, weights: str) -> dict:
 def build(spec: str, weights: Optional[str] = None, **options):
     from ..models.base import DeployableModel
 
-    kw = model_kwargs(load_config(spec))
+    from .overrides import apply_opts
+
+    kw = model_kwargs(apply_opts(load_config(spec), options.pop("config_overrides", ()), spec))
     model = build_reid_model(**kw)
     if weights:
         prov = load_weights(model, weights)

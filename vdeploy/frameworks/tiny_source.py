@@ -16,4 +16,4 @@ def _build(spec: str, weights=None, **options):
     return build_tiny(spec[len(PREFIX):], weights, **options)
 
 
-SOURCES.register("tiny", ModelSource("tiny", _claims, _build, precedence=0))
+SOURCES.register("tiny", ModelSource("tiny", _claims, _build, precedence=0, reads_config=False))

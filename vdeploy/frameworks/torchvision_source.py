@@ -16,4 +16,4 @@ def _build(spec: str, weights=None, **options):
     return build_torchvision(spec[len(PREFIX):], weights, **options)
 
 
-SOURCES.register("torchvision", ModelSource("torchvision", _claims, _build, precedence=0))
+SOURCES.register("torchvision", ModelSource("torchvision", _claims, _build, precedence=0, reads_config=False))

@@ -116,8 +116,9 @@ def probe_image(data: bytes, name: str = "image", max_pixels: int | None = None)
             # the bytes received, which the caller bounded.
             frames = int(getattr(im, "n_frames", 1) or 1)
     except Image.DecompressionBombError:
-        raise ImageTooLarge(f"{name}: the image header declares more than {limit:,} pixels, "
-                            f"the limit (raise {MAX_IMAGE_PIXELS_ENV} only for trusted images)") from None
+        # Pillow's bar is at least vdeploy's limit, so this is more than twice the limit
+        raise ImageTooLarge(f"{name}: its header declares more than twice the limit of {limit / 1e6:g} MP "
+                            f"(raise {MAX_IMAGE_PIXELS_ENV} or --max-pixels only for trusted images)") from None
     except Exception:  # any failure of the header parsers on untrusted bytes is a property of the bytes
         raise UserError(f"{name}: not a decodable image (corrupt, or not one of {_FORMAT_LIST})") from None
     if width <= 0 or height <= 0:

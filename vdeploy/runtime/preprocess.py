@@ -100,6 +100,8 @@ def preprocess(image_bgr: np.ndarray, spec: dict, input_size=None) -> Prepared:
             x = (x - mean) / std
         else:
             pad_value = mean  # normalises to exactly zero inside the graph
+    if pre.get("pad", {}).get("value") is not None:  # stated by deploy.json (the same value, for exports)
+        pad_value = np.asarray(pre["pad"]["value"], np.float32)
     H, W = _padded_size(vh, vw, pre.get("pad", {}), input_size)
     if (H, W) != (vh, vw):
         canvas = np.empty((H, W, 3), np.float32)

@@ -147,11 +147,19 @@ def build_app(predictors: dict, config: ServeConfig):
             return Response(response, headers=response_headers, media_type="application/octet-stream")
         return JSONResponse(response, headers=response_headers)
 
+    async def no_versions(model_name: str, model_version: str):
+        """The protocol's optional version: a bundle is served as one model without versions, so any
+        version is an unknown resource (KServe answers 501, a server error, for a client's request)."""
+        if model_name not in predictors:
+            raise kerr.ModelNotFound(model_name)
+        return JSONResponse({"error": f"model {model_name} has no version {model_version!r}: models are served "
+                                      f"without versions, at /v2/models/{model_name}"}, status_code=404)
+
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
-    # The protocol's infer, with and without a version (one version per model: any is this one);
-    # ahead of KServe's own routes, which the versioned path would otherwise reach.
     app.add_api_route("/v2/models/{model_name}/infer", v2_infer, methods=["POST"])
-    app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", v2_infer, methods=["POST"])
+    # ahead of KServe's own versioned routes
+    for suffix, method in [("", "GET"), ("/ready", "GET"), ("/infer", "POST")]:
+        app.add_api_route(f"/v2/models/{{model_name}}/versions/{{model_version}}{suffix}", no_versions, methods=[method])
     app.add_api_route("/ping", ping, methods=["GET"])
     app.add_api_route("/metrics", prometheus, methods=["GET"])
     app.add_api_route("/predictions/{model_name}", predictions, methods=["POST", "PUT"])

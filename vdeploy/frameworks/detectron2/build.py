@@ -345,5 +345,7 @@ def build(spec_path: str, weights: Optional[str] = None, **options) -> Deployabl
     """ModelSource entry point: a detectron2 YAML config (with `_BASE_` chain) and its checkpoint."""
     from .config import load_config
 
-    cfg = load_config(spec_path)
+    from ..overrides import apply_opts
+
+    cfg = apply_opts(load_config(spec_path), options.pop("config_overrides", ()), spec_path)
     return build_from_config(cfg, weights, source=str(Path(spec_path)), **options)

@@ -39,7 +39,9 @@ def build(spec: str, weights: Optional[str] = None, **options):
     from ...models.base import DeployableModel
     from .build import build_segmentor, dataset_classes, load_weights, model_kwargs, spec_for
 
-    kw = model_kwargs(load_config(spec))
+    from ..overrides import apply_cfg_options
+
+    kw = model_kwargs(apply_cfg_options(load_config(spec), options.pop("config_overrides", ()), spec))
     model = build_segmentor(kw)
     classes = None
     prov = {"source": str(spec), "framework": "mmseg"}

@@ -106,6 +106,10 @@ def _load(path: str, chain: tuple, state: _Load) -> dict:
     bases = own.pop(BASE_KEY, None)
     if bases is None:
         return own
+    return _merge(own, _merged_bases(path, bases, chain, state), path)
+
+
+def _merged_bases(path: str, bases, chain: tuple, state: _Load) -> dict:
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, (list, tuple)) or not all(isinstance(b, str) for b in bases):
@@ -120,7 +124,16 @@ def _load(path: str, chain: tuple, state: _Load) -> dict:
         if twice:
             raise ConfigError(f"{path}: bases define {', '.join(short(t, 40) for t in twice[:8])} more than once")
         merged.update(base)
-    return _merge(own, merged, path)
+    return merged
+
+
+def load_bases(path: str | os.PathLike, *, roots: Sequence[str | os.PathLike] = ()) -> dict:
+    """The merged config of `path`'s `_base_` files alone (empty without any): what the file
+    itself changes is the difference between this and load_config (`config show --diff`)."""
+    path = os.path.abspath(os.fspath(path))
+    state = _Load(ConfigScope(path, roots, suffixes=(".py",)))
+    bases = _evaluate_file(path, state).get(BASE_KEY)
+    return _strip_delete(_merged_bases(path, bases, (), state)) if bases is not None else {}
 
 
 def _merge(child: dict, base: dict, path: str, where: str = "") -> dict:
