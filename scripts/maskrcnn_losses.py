@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, roi_align
 
+from vdeploy.models.detectron2.poolers import assign_boxes_to_levels
 from vdeploy.models.detectron2.rpn import find_top_rpn_proposals
 
 
@@ -120,6 +121,21 @@ def mask_logits(mask_head, x: torch.Tensor) -> torch.Tensor:
     return mask_head.predictor(F.relu(mask_head.deconv(mask_head._attend(x))))
 
 
+def pool(pooler, features: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+    """ROIPooler.forward for a batch: rois [R, 5] = (image index, x1, y1, x2, y2).
+
+    The model's pooler pools one image (index 0) at inference; this is the same level assignment
+    and RoIAlign for boxes of several images at once, so the heads run once per batch (and the
+    backward pass does not build a full-size gradient per image)."""
+    levels = assign_boxes_to_levels(rois[:, 1:], pooler.min_level, pooler.max_level,
+                                    pooler.canonical_box_size, pooler.canonical_level)
+    out = rois.new_zeros((rois.shape[0], features[0].shape[1]) + pooler.output_size)
+    for level, (feature, scale) in enumerate(zip(features, pooler.scales)):
+        inds = torch.nonzero(levels == level).squeeze(1)
+        out = out.index_put((inds,), pooler._pool(feature, rois[inds], scale))
+    return out
+
+
 def roi_losses(model, cfg: dict, features: dict, proposals: list[torch.Tensor], targets: list[Target],
                gen: torch.Generator, max_mask_rois: int = 0) -> dict:
     """Box classification + regression on sampled proposals; mask loss on their foreground.
@@ -129,37 +145,44 @@ def roi_losses(model, cfg: dict, features: dict, proposals: list[torch.Tensor], 
     h = cfg["MODEL"]["ROI_HEADS"]
     heads = model.roi_heads
     num_classes = heads.box_predictor.num_classes
-    cls_terms, box_terms, mask_terms, n_sampled, n_mask = [], [], [], 0, 0
+    rois, gt_cls, gt_boxes, fg, mask_rois, mask_cls, mask_targets = [], [], [], [], [], [], []
+    side = 2 * heads.mask_pooler.output_size[0]
     for i, (props, t) in enumerate(zip(proposals, targets)):
         props = torch.cat([props, t.boxes])  # PROPOSAL_APPEND_GT
         idx, lab = match(box_iou(t.boxes, props), h["IOU_THRESHOLDS"], h["IOU_LABELS"], False)
         pos, neg = subsample(lab, int(h["BATCH_SIZE_PER_IMAGE"]), float(h["POSITIVE_FRACTION"]), gen)
-        sampled = torch.cat([pos, neg])
-        boxes = props[sampled]
-        gt_cls = torch.cat([t.classes[idx[pos]], torch.full((len(neg),), num_classes, dtype=torch.int64)])
-        feats = {k: v[i:i + 1] for k, v in features.items()}
-        logits, deltas = heads.box_outputs(feats, boxes)
-        cls_terms.append(F.cross_entropy(logits, gt_cls, reduction="sum"))
-        n_sampled += len(sampled)
-        if len(pos):
-            fg_cls = gt_cls[:len(pos)]
-            d = deltas[:len(pos)].view(len(pos), -1, 4)
-            d = d[torch.arange(len(pos)), fg_cls.clamp(max=d.shape[1] - 1)]
-            target_deltas = get_deltas(boxes[:len(pos)], t.boxes[idx[pos]], heads.box_predictor.box2box.weights)
-            box_terms.append(F.l1_loss(d, target_deltas, reduction="sum"))
+        boxes = props[torch.cat([pos, neg])]
+        image = torch.full((len(boxes), 1), float(i))
+        rois.append(torch.cat([image, boxes], 1))
+        gt_cls.append(torch.cat([t.classes[idx[pos]], torch.full((len(neg),), num_classes, dtype=torch.int64)]))
+        gt_boxes.append(torch.cat([t.boxes[idx[pos]], boxes[len(pos):]]))
+        fg.append(torch.arange(len(boxes)) < len(pos))
 
-            keep = torch.arange(len(pos))
-            if max_mask_rois and len(pos) > max_mask_rois:
-                keep = torch.randperm(len(pos), generator=gen)[:max_mask_rois]
-            m_boxes, m_gt = boxes[keep], idx[pos][keep]
-            logits_m = mask_logits(heads.mask_head, heads.mask_pooler([feats[f] for f in heads.mask_in_features], m_boxes))
-            side = logits_m.shape[-1]
-            rois = torch.cat([m_gt[:, None].to(m_boxes.dtype), m_boxes], 1)
-            target = roi_align(t.masks[:, None], rois, (side, side), 1.0, 0, aligned=True)[:, 0] >= 0.5
-            sel = logits_m[:, 0] if heads.mask_head.cls_agnostic else logits_m[torch.arange(len(keep)), fg_cls[keep]]
-            mask_terms.append(F.binary_cross_entropy_with_logits(sel, target.float(), reduction="sum") / (side * side))
-            n_mask += len(keep)
-    zero = torch.zeros(())
-    return {"loss_cls": sum(cls_terms) / max(n_sampled, 1),
-            "loss_box_reg": (sum(box_terms) if box_terms else zero) / max(n_sampled, 1),
-            "loss_mask": (sum(mask_terms) if mask_terms else zero) / max(n_mask, 1)}
+        keep = torch.arange(len(pos))
+        if max_mask_rois and len(pos) > max_mask_rois:
+            keep = torch.randperm(len(pos), generator=gen)[:max_mask_rois]
+        m_boxes, m_gt = boxes[keep], idx[pos][keep]
+        mask_rois.append(torch.cat([image[keep], m_boxes], 1))
+        mask_cls.append(t.classes[m_gt])
+        crop = roi_align(t.masks[:, None], torch.cat([m_gt[:, None].to(m_boxes.dtype), m_boxes], 1), (side, side),
+                         1.0, 0, aligned=True)
+        mask_targets.append((crop[:, 0] >= 0.5).float())
+    rois, gt_cls, gt_boxes, fg = torch.cat(rois), torch.cat(gt_cls), torch.cat(gt_boxes), torch.cat(fg)
+
+    logits, deltas = heads.box_predictor(heads.box_head(pool(heads.box_pooler, [features[f] for f in heads.in_features], rois)))
+    n = max(len(rois), 1)
+    losses = {"loss_cls": F.cross_entropy(logits, gt_cls, reduction="sum") / n}
+    d = deltas[fg].view(int(fg.sum()), -1, 4)
+    d = d[torch.arange(d.shape[0]), gt_cls[fg].clamp(max=d.shape[1] - 1)]
+    target_deltas = get_deltas(rois[fg, 1:], gt_boxes[fg], heads.box_predictor.box2box.weights)
+    losses["loss_box_reg"] = F.l1_loss(d, target_deltas, reduction="sum") / n
+
+    mask_rois, mask_cls, mask_targets = torch.cat(mask_rois), torch.cat(mask_cls), torch.cat(mask_targets)
+    if len(mask_rois):
+        logits_m = mask_logits(heads.mask_head, pool(heads.mask_pooler, [features[f] for f in heads.mask_in_features],
+                                                       mask_rois))
+        sel = logits_m[:, 0] if heads.mask_head.cls_agnostic else logits_m[torch.arange(len(mask_cls)), mask_cls]
+        losses["loss_mask"] = F.binary_cross_entropy_with_logits(sel, mask_targets)
+    else:
+        losses["loss_mask"] = logits.sum() * 0.0
+    return losses

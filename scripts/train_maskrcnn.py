@@ -106,7 +106,8 @@ def train(config: Path, out: Path, iters: int | None, log=print) -> Path:
     rng = np.random.default_rng(TRAIN_SEED)
     size = int(cfg["INPUT"]["MIN_SIZE_TRAIN"][0])
     total = int(iters or solver["MAX_ITER"])
-    ims, base_lr, warmup = int(solver["IMS_PER_BATCH"]), float(solver["BASE_LR"]), int(solver["WARMUP_ITERS"])
+    ims, base_lr = int(solver["IMS_PER_BATCH"]), float(solver["BASE_LR"])
+    warmup = min(int(solver["WARMUP_ITERS"]), total // 10)  # a short --iters run still decays
     period = int(solver.get("CHECKPOINT_PERIOD", 0))
 
     model = build_model(str(config)).module  # the deployable module itself, randomly initialised

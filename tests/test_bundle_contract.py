@@ -159,6 +159,11 @@ BAD = [
     ("verification passed a string", ("verification.passed", "yes"), "verification.passed"),
     ("provenance a list", ("provenance", []), "provenance"),
     ("stuff_classes a number", ("stuff_classes", 5), "stuff_classes"),
+    # an explicit null where the runtime reads `get(key, default)` would bypass the default
+    ("score threshold null", ("postprocess.score_threshold", None), "postprocess.score_threshold"),
+    ("pad null", ("preprocess.pad", None), "preprocess.pad"),
+    ("output dtype null", ("outputs.0.dtype", None), "outputs[0].dtype"),
+    ("provenance null", ("provenance", None), "provenance"),
     ("keypoint skeleton out of range", ("keypoints", {"names": ["a", "b"], "skeleton": [[0, 7]]}), "keypoints.skeleton[0][1]"),
 ]
 

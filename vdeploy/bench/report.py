@@ -13,19 +13,24 @@ def print_rows(rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table(title="vdeploy bench")
-    for c in ("backend", "batch", "mode", "mean ms", "p50 ms", "p90 ms", "p99 ms", "samples/s", "peak RSS MB",
+    for c in ("backend", "batch", "streams", "mode", "mean ms", "p50 ms", "p90 ms", "p99 ms", "samples/s", "peak RSS MB",
               "decode / pre / infer / post ms (means)", "vs first"):
         t.add_column(c, justify="right" if c not in ("backend", "mode") else "left")
     base = next((r["latency_ms"]["p50"] for r in rows if "latency_ms" in r), None)
+    # throughput mode (--streams): compare samples/s, which is what more streams buy
+    by_throughput = any(r.get("streams") for r in rows)
+    base_tp = next((r["throughput"] for r in rows if "latency_ms" in r), None)
     for r in rows:
         if "skipped" in r:
-            t.add_row(r["backend"], str(r["batch"]), r["mode"], *["-"] * 7, f"skipped: {r['skipped']}")
+            t.add_row(r["backend"], str(r["batch"]), str(r.get("streams") or "-"), r["mode"], *["-"] * 7,
+                      f"skipped: {r['skipped']}")
             continue
         lat, st = r["latency_ms"], r.get("stages_ms")
         stages = " / ".join(f"{st[k]:.1f}" for k in STAGES) if st else "-"
-        t.add_row(r["backend"], str(r["batch"]), r["mode"], f"{lat['mean']:.2f}", f"{lat['p50']:.2f}", f"{lat['p90']:.2f}",
-                  f"{lat['p99']:.2f}", f"{r['throughput']:.1f}", f"{r['peak_rss_mb']:.0f}", stages,
-                  f"{base / lat['p50']:.2f}x" if base else "-")
+        vs = (f"{r['throughput'] / base_tp:.2f}x" if by_throughput and base_tp else
+              f"{base / lat['p50']:.2f}x" if base else "-")
+        t.add_row(r["backend"], str(r["batch"]), str(r.get("streams") or "-"), r["mode"], f"{lat['mean']:.2f}", f"{lat['p50']:.2f}", f"{lat['p90']:.2f}",
+                  f"{lat['p99']:.2f}", f"{r['throughput']:.1f}", f"{r['peak_rss_mb']:.0f}", stages, vs)
     Console(width=160).print(t)
 
 
@@ -38,7 +43,7 @@ def plot_rows(rows: list[dict], path: str) -> None:
     from ..runtime.io import atomic_write
 
     done = [r for r in rows if "latency_ms" in r]
-    labels = [f"{r['backend']}\nbatch {r['batch']}" for r in done]
+    labels = [f"{r['backend']}\nbatch {r['batch']}" + (f", {r['streams']} streams" if r.get("streams") else "") for r in done]
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(done)), 4))
     x = range(len(done))
     if done and all("stages_ms" in r for r in done):  # e2e: where the time goes, stage by stage

@@ -28,6 +28,7 @@ class BenchConfig:
     image_size: Optional[tuple[int, int]] = None  # synthetic images; None: the bundle's or the task's
     images: Sequence[str] = field(default_factory=tuple)
     weights: Optional[str] = None
+    streams: int = 0              # >0: throughput mode, this many requests in flight (streams.py)
 
 
 def _stats(ms: list[float]) -> dict:
@@ -60,10 +61,13 @@ def _run_one(cfg: BenchConfig) -> dict:
     from ..runtime.io import decode_image
     from ..runtime.preprocess import stack
 
-    predictor = open_source(cfg.source, cfg.weights, cfg.backend, input_size=None, threads=cfg.threads).load()
+    extra = {"streams": cfg.streams} if cfg.streams else {}
+    predictor = open_source(cfg.source, cfg.weights, cfg.backend, input_size=None, threads=cfg.threads, **extra).load()
     if cfg.batch > 1 and not predictor.spec.get("batchable"):
         return {"backend": predictor.backend_name, "batch": cfg.batch, "mode": cfg.mode, "skipped": "the graph takes one image per call"}
     encoded = _encoded_images(cfg, predictor)
+    if cfg.streams:
+        return _run_streams(cfg, predictor, encoded)
     timings, stages = [], {"decode": [], "preprocess": [], "infer": [], "postprocess": []}
     if cfg.mode == "pure":
         from ..runtime.synthetic import synthetic_image
@@ -108,6 +112,34 @@ def _run_one(cfg: BenchConfig) -> dict:
         row["stages_ms"] = {k: float(np.mean(v)) for k, v in stages.items()}
         row["stages_p50_ms"] = {k: float(np.median(v)) for k, v in stages.items()}
     return row
+
+
+def _run_streams(cfg: BenchConfig, predictor, encoded: list[bytes]) -> dict:
+    from ..runtime.io import decode_image
+    from ..runtime.preprocess import stack
+    from .streams import run_streams
+
+    if cfg.mode == "pure":
+        from ..runtime.synthetic import synthetic_image
+
+        h, w = cfg.image_size or _default_hw(predictor)
+        feed = stack([predictor.preprocess(synthetic_image(h, w, seed=0))] * cfg.batch)
+
+        def work(i: int) -> None:
+            predictor.infer(feed)
+    elif cfg.mode == "e2e":
+        def work(i: int) -> None:
+            preps = [predictor.preprocess(decode_image(encoded[(i * cfg.batch + k) % len(encoded)])) for k in range(cfg.batch)]
+            raw = predictor.infer(preps[0].inputs if len(preps) == 1 else stack(preps))
+            for j, p in enumerate(preps):
+                predictor.postprocess(raw if len(preps) == 1 else {k: v[j:j + 1] for k, v in raw.items()}, p.meta)
+    else:
+        raise UserError(f"--mode must be pure or e2e, got {cfg.mode!r}")
+    latencies, wall = run_streams(work, cfg.streams, cfg.warmup, cfg.iters)
+    return {"backend": predictor.backend_name, "batch": cfg.batch, "mode": cfg.mode, "streams": cfg.streams,
+            "iters": cfg.iters, "latency_ms": _stats(latencies),
+            "throughput": cfg.batch * len(latencies) / wall,  # samples/s with every stream busy
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
 def _child(cfg: BenchConfig, conn) -> None:

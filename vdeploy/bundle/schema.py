@@ -74,9 +74,7 @@ class _Reader:
     def err(self, path: str, what: str) -> BundleError:
         return _fail(self.where, path, what)
 
-    def obj(self, v: Any, path: str, *, optional: bool = False) -> dict:
-        if v is None and optional:
-            return {}
+    def obj(self, v: Any, path: str) -> dict:
         if not isinstance(v, dict):
             raise self.err(path, f"must be an object, got {_show(v)}")
         return v
@@ -130,9 +128,13 @@ class _Reader:
             raise self.err(path, f"must hold {n} numbers (one per channel), got {len(values)}")
         return tuple(self.number(x, f"{path}[{i}]", **kw) for i, x in enumerate(values))
 
-    def optional(self, d: dict, key: str, path: str, read: Callable[[Any, str], Any], default=None):
-        v = d.get(key)
-        return default if v is None else read(v, f"{path}.{key}" if path else key)
+    def optional(self, d: dict, key: str, path: str, read: Callable[[Any, str], Any], default=None, *,
+                 nullable: bool = False):
+        """A key that may be absent (then `default`); an explicit null only where `nullable`: the
+        runtime reads `d.get(key, default)`, which a null would bypass."""
+        if key not in d or (nullable and d[key] is None):
+            return default
+        return read(d[key], f"{path}.{key}" if path else key)
 
 
 # --------------------------------------------------------------------------- the contract
@@ -327,7 +329,7 @@ def parse_contract(meta: Any, *, where: str = "deploy.json", sealed: bool = True
             raise r.err("outputs", f"has no {needed!r} output, which postprocess.type {postprocess.type} reads")
     keypoints = _keypoints(r, meta["keypoints"]) if meta.get("keypoints") is not None else None
     files = _files(r, meta.get("files", {}), sealed)
-    provenance = _provenance(r, meta.get("provenance"))
+    provenance = _provenance(r, meta.get("provenance", {}))
     verification = _verification(r, meta["verification"]) if meta.get("verification") is not None else None
     digest = None
     if sealed or meta.get("digest") is not None:
@@ -419,7 +421,7 @@ def _preprocess(r: _Reader, v: Any, input_size) -> Preprocess:
             raise r.err(f"{p}.crop", f"must be <= size {kw['size']}, got {kw['crop']}")
     resize = Resize(type=kind, interp=interp, letterbox=letterbox, **kw)
 
-    pad = r.obj(pre.get("pad"), "preprocess.pad", optional=True)
+    pad = r.obj(pre.get("pad", {}), "preprocess.pad")
     div = r.optional(pad, "size_divisibility", "preprocess.pad",
                      lambda x, q: r.integer(x, q, 0, MAX_DIVISIBILITY), default=0)
     pad_value = r.optional(pad, "value", "preprocess.pad",
@@ -453,7 +455,8 @@ def _postprocess(r: _Reader, v: Any, task: str) -> Postprocess:
 
     return Postprocess(
         type=kind, mask_threshold=unit("mask_threshold", 0.5), score_threshold=unit("score_threshold", 0.0),
-        max_detections=r.optional(pp, "max_detections", p, lambda x, q: r.integer(x, q, 1, MAX_DETECTIONS)),
+        max_detections=r.optional(pp, "max_detections", p, lambda x, q: r.integer(x, q, 1, MAX_DETECTIONS),
+                                  nullable=True),
         clip=flag("clip", True), drop_empty=flag("drop_empty", True), align_corners=flag("align_corners", False),
         normalize=flag("normalize", False),
         paste=r.optional(pp, "paste", p, lambda x, q: r.string(x, q, choices=PASTE), default="detectron2"),
@@ -520,16 +523,16 @@ def _files(r: _Reader, v: Any, sealed: bool) -> dict[str, FileEntry]:
 
 
 def _provenance(r: _Reader, v: Any) -> Provenance:
-    prov = r.obj(v, "provenance", optional=True)
+    prov = r.obj(v, "provenance")
 
     def text(key: str):
-        return r.optional(prov, key, "provenance", r.string)
+        return r.optional(prov, key, "provenance", r.string, nullable=True)
 
     return Provenance(source=text("source") or "", framework=text("framework") or "", weights=text("weights"),
                       weights_sha256=text("weights_sha256"),
-                      opset=r.optional(prov, "opset", "provenance", lambda x, q: r.integer(x, q, 1, 1000)),
+                      opset=r.optional(prov, "opset", "provenance", lambda x, q: r.integer(x, q, 1, 1000), nullable=True),
                       static_outputs=r.optional(prov, "static_outputs", "provenance",
-                                                lambda x, q: r.integer(x, q, 1, MAX_DETECTIONS)),
+                                                lambda x, q: r.integer(x, q, 1, MAX_DETECTIONS), nullable=True),
                       raw=prov)
 
 

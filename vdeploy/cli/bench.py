@@ -15,6 +15,9 @@ def add_arguments(p):
                    help="size of the synthetic images (default: the bundle's fixed size, or the task's typical one: "
                         "800x1333 for detectors)")
     p.add_argument("--mode", choices=("pure", "e2e"), default="pure")
+    p.add_argument("--streams", metavar="LIST",
+                   help="throughput mode: requests in flight at once, e.g. 1,2,4 (OpenVINO's THROUGHPUT hint, "
+                        "onnxruntime run from as many threads); a row per backend and count, samples/s against streams")
     p.add_argument("--images", nargs="*", default=[], help="photos for --mode e2e (default: synthetic)")
     p.add_argument("--weights", help="checkpoint when SOURCE is a model spec")
     p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
@@ -48,15 +51,22 @@ def run(args) -> int:
         raise UserError(f"--batch must be integers like 1,2,4, got {args.batch!r}") from None
     if args.iters < 1 or args.warmup < 0 or any(b < 1 for b in batches):
         raise UserError("--iters and --batch must be at least 1, --warmup at least 0")
+    try:
+        streams = [int(s) for s in parse_list(args.streams)] if args.streams else [0]
+    except ValueError:
+        raise UserError(f"--streams must be integers like 1,2,4, got {args.streams!r}") from None
+    if any(s < 1 for s in streams) and args.streams:
+        raise UserError("--streams must be at least 1")
     images = [str(p) for p in expand_images(args.images)] if args.images else []
     backends = parse_list(args.backends) or _default_backends(args.source)
     rows = []
     for backend in backends:
         for batch in batches:
-            cfg = BenchConfig(args.source, backend, batch, args.mode, args.iters, args.warmup, args.threads,
-                              parse_size(args.image_size, "--image-size"), images, args.weights)
-            print(f"bench {backend} batch {batch} ({args.mode}) ...", flush=True)
-            rows.append(run_bench(cfg))
+            for n in streams:
+                cfg = BenchConfig(args.source, backend, batch, args.mode, args.iters, args.warmup, args.threads,
+                                  parse_size(args.image_size, "--image-size"), images, args.weights, streams=n)
+                print(f"bench {backend} batch {batch}{f' streams {n}' if n else ''} ({args.mode}) ...", flush=True)
+                rows.append(run_bench(cfg))
     print_rows(rows)
     if args.json:
         atomic_write_json(args.json, rows)

@@ -21,8 +21,11 @@ def add_arguments(p):
                    help="with a fixed --input-size: shrink (the framework's own resize, shrunk only when it does not "
                         "fit the canvas: the framework's detections) or fill (scaled up or down to fill the canvas)")
     p.add_argument("--precision", default="fp32", metavar="LIST",
-                   help="comma-separated precisions to run and verify: fp32 (always) and bf16 (OpenVINO's inference "
-                        "precision; run as --backend openvino-bf16)")
+                   help="comma-separated precisions to run and verify: fp32 (always), bf16 (OpenVINO's inference "
+                        "precision; run as --backend openvino-bf16) and int8 (post-training static quantization: "
+                        "model.int8.onnx, model.int8.xml; run as onnxruntime-int8, openvino-int8)")
+    p.add_argument("--calib", metavar="DIR",
+                   help="int8: calibration images (default: generated scenes plus the --images photos)")
     p.add_argument("--static-outputs", action="store_true",
                    help="detectors: pad every output to the maximum detections, with a num_detections output, so "
                         "that every tensor has a fixed shape (NPU compilers, static TensorRT engines)")
@@ -57,6 +60,6 @@ def run(args) -> int:
     images = expand_images(args.images) if args.images else []
     bundle = export_bundle(dm, args.out, parse_list(args.format), input_size=size, opset=args.opset,
                            slim=args.slim, verify=not args.no_verify, verify_images=images,
-                           gates=gates, precisions=parse_list(args.precision))
+                           gates=gates, precisions=parse_list(args.precision), calib=args.calib)
     print(f"bundle written: {bundle.path} ({', '.join(bundle.formats)})")
     return 0

@@ -52,7 +52,7 @@ def _record_dtypes(dm: DeployableModel, meta: dict, inputs: dict) -> None:
 def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] = ("onnx",), *,
                   input_size: Optional[tuple[int, int]] = None, opset: int = 17, slim: bool = False,
                   verify: bool = True, verify_images: Sequence = (), gates: Optional[dict] = None,
-                  precisions: Sequence[str] = ("fp32",), log=print) -> Bundle:
+                  precisions: Sequence[str] = ("fp32",), calib: Optional[str | Path] = None, log=print) -> Bundle:
     """Export `dm` in every format into the bundle folder `out`, then verify it against PyTorch.
 
     The bundle is built in a staging folder beside `out` (export/staging.py) and put in place only
@@ -87,6 +87,12 @@ def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] =
             for fname in files:
                 meta["files"][fname] = {"format": fmt, "role": "model" if fname != "model.bin" else "weights"}
         mark_runtime_precisions(meta, precisions)
+        if "int8" in precisions:
+            from .quantize import add_int8_files
+
+            # calibrated on --calib, or on generated scenes plus the verification photos
+            meta["files"].update(add_int8_files(dm, meta, inputs, job.staging, formats, calib=calib, photos=verify_images,
+                                                gates=gates, opset=opset, log=log))
         record = None
         if verify:
             from .verify import run_verification

@@ -5,6 +5,9 @@ bf16 is an inference precision of the engine, not a file of its own: OpenVINO ru
 IR with bf16 arithmetic where the CPU has it (AVX512_BF16, AMX), and PyTorch through autocast
 (`torch-bf16`, always available as the reference). ONNX Runtime's CPU provider has no bf16
 convolution kernels, so it offers no bf16 backend.
+
+int8 is a file of its own (model.int8.onnx, model.int8.xml/.bin), made by post-training static
+quantization with calibration images (quantize.py).
 """
 from __future__ import annotations
 
@@ -12,9 +15,15 @@ from typing import Sequence
 
 from ..errors import UserError
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 # engine format -> the precisions its float32 file also runs at
 RUNTIME_PRECISIONS = {"openvino": ("bf16",)}
+# engine format -> the precisions written as files of their own
+FILE_PRECISIONS = {"onnx": ("int8",), "openvino": ("int8",)}
+
+
+def _served(fmt: str) -> tuple[str, ...]:
+    return RUNTIME_PRECISIONS.get(fmt, ()) + FILE_PRECISIONS.get(fmt, ())
 
 
 def check_precisions(precisions: Sequence[str], formats: Sequence[str]) -> None:
@@ -24,10 +33,10 @@ def check_precisions(precisions: Sequence[str], formats: Sequence[str]) -> None:
     if "fp32" not in precisions:
         raise UserError("--precision must include fp32: the float32 files are what the others are checked against")
     for p in precisions:
-        if p != "fp32" and not any(p in RUNTIME_PRECISIONS.get(f, ()) for f in formats):
-            engines = [f for f, ps in RUNTIME_PRECISIONS.items() if p in ps]
-            raise UserError(f"--precision {p} runs on {', '.join(engines)} (and PyTorch as torch-{p}); "
-                            f"add it to --format")
+        if p != "fp32" and not any(p in _served(f) for f in formats):
+            engines = [f for f in ("onnx", "openvino", "torchscript") if p in _served(f)]
+            torch_too = f" (and PyTorch as torch-{p})" if p in RUNTIME_PRECISIONS.get("openvino", ()) else ""
+            raise UserError(f"--precision {p} runs on {', '.join(engines)}{torch_too}; add it to --format")
 
 
 def mark_runtime_precisions(meta: dict, precisions: Sequence[str]) -> None:

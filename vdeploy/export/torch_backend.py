@@ -15,6 +15,14 @@ from ..errors import BundleError, UserError
 from ..runtime.backends.base import Backend
 
 
+def disable_tf32() -> None:
+    """float32 on a GPU means float32: PyTorch lets cuDNN convolutions (and, by choice, matrix
+    products) run in TF32, 10-bit mantissas, on Ampere and later; a backend that stands for the
+    float32 model, or is judged against it, must not. Process-wide, as PyTorch's flags are."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 class TorchEagerBackend(Backend):
     name = "torch"
     format = ""
@@ -48,6 +56,8 @@ class TorchEagerBackend(Backend):
                 from .static_outputs import with_static_outputs
 
                 self.deployable = with_static_outputs(self.deployable, prov["static_outputs"])
+        if self.device.startswith("cuda") and self.precision == "fp32":
+            disable_tf32()
         self.module = self.deployable.module.eval().to(self.device)
 
     def _run(self, feed):

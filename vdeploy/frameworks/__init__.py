@@ -34,6 +34,7 @@ SOURCES: Registry[ModelSource] = Registry("model source")
 _MODULES = (
     "vdeploy.frameworks.torchvision_source",
     "vdeploy.frameworks.detectron2",
+    "vdeploy.frameworks.detectron2.lazy_source",
     "vdeploy.frameworks.centermask2",
     "vdeploy.frameworks.fastreid",
     "vdeploy.frameworks.mmseg",
@@ -51,7 +52,7 @@ def resolve(spec: str) -> ModelSource:
         if src.claims(spec):
             return src
     raise UserError(f"cannot tell which framework {spec!r} belongs to: expected torchvision:NAME, "
-                    "a detectron2/centermask2/fast-reid YAML config or an MMSegmentation .py config")
+                    "a detectron2/centermask2/fast-reid YAML config, a detectron2 LazyConfig .py or an MMSegmentation .py config")
 
 
 def build_model(spec: str, weights: Optional[str] = None, **options):

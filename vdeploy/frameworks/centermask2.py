@@ -20,6 +20,8 @@ from ..models.centermask.fcos import FCOS, FCOSHead
 from ..models.centermask.fpn_blocks import LastLevelP6
 from ..models.centermask.maskiou import MaskIoUHead
 from ..models.centermask.meta_arch import CenterMask
+from ..models.centermask.mobilenet import MobileNetV2
+from ..models.centermask.panoptic import PanopticCenterMask
 from ..models.centermask.sag_mask import SpatialAttentionMaskHead
 from ..models.centermask.vovnet import VOVNET_SPECS, VoVNet
 from ..models.detectron2.fpn import FPN, LastLevelP6P7
@@ -36,7 +38,9 @@ DEFAULTS_PATH = Path(__file__).with_name("centermask2_defaults.yaml")
 # Keys that only centermask2's configs carry (after `_BASE_` resolution).
 CENTERMASK_NAMES = {"PROPOSAL_GENERATOR.NAME": ("FCOS",), "ROI_HEADS.NAME": ("CenterROIHeads",),
                     "BACKBONE.NAME": ("build_vovnet_backbone", "build_vovnet_fpn_backbone",
-                                      "build_fcos_vovnet_fpn_backbone", "build_fcos_resnet_fpn_backbone")}
+                                      "build_fcos_vovnet_fpn_backbone", "build_fcos_resnet_fpn_backbone",
+                                      "build_mnv2_backbone", "build_mobilenetv2_fpn_backbone",
+                                      "build_fcos_mobilenetv2_fpn_backbone")}
 CENTERMASK_KEYS = ("VOVNET", "FCOS", "MASKIOU_ON", "ROI_MASKIOU_HEAD")
 
 
@@ -56,10 +60,11 @@ def vovnet_from_cfg(cfg: dict, in_channels: int) -> VoVNet:
     v = get(cfg, "MODEL.VOVNET")
     _require(v["CONV_BODY"] in VOVNET_SPECS, f"MODEL.VOVNET.CONV_BODY {v['CONV_BODY']!r} is not one of "
              f"{', '.join(VOVNET_SPECS)}")
-    _require(not any(v.get("STAGE_WITH_DCN", [False])), "deformable convolutions (MODEL.VOVNET.STAGE_WITH_DCN) "
-             "are not supported")
     try:
-        return VoVNet(VOVNET_SPECS[v["CONV_BODY"]], v["OUT_FEATURES"], in_channels=in_channels, norm=v["NORM"])
+        return VoVNet(VOVNET_SPECS[v["CONV_BODY"]], v["OUT_FEATURES"], in_channels=in_channels, norm=v["NORM"],
+                      stage_with_dcn=[bool(x) for x in v.get("STAGE_WITH_DCN", [False] * 4)],
+                      with_modulated_dcn=bool(v.get("WITH_MODULATED_DCN", False)),
+                      deformable_groups=int(v.get("DEFORMABLE_GROUPS", 1)))
     except ValueError as e:
         raise ConfigError(f"MODEL.VOVNET: {e}") from None
 
@@ -85,13 +90,34 @@ def build_fcos_vovnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
     return fpn_from_cfg(cfg, vovnet_from_cfg(cfg, in_channels), _fcos_top_block(cfg))
 
 
+def build_mnv2_backbone(cfg: dict, in_channels: int) -> MobileNetV2:
+    # centermask2 takes the MobileNetV2's outputs from MODEL.RESNETS.OUT_FEATURES.
+    try:
+        return MobileNetV2(get(cfg, "MODEL.RESNETS.OUT_FEATURES"), in_channels=in_channels)
+    except ValueError as e:
+        raise ConfigError(f"MODEL.RESNETS.OUT_FEATURES: {e}") from None
+
+
+def build_mobilenetv2_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
+    from ..models.detectron2.fpn import LastLevelMaxPool
+
+    return fpn_from_cfg(cfg, build_mnv2_backbone(cfg, in_channels), LastLevelMaxPool())
+
+
+def build_fcos_mobilenetv2_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
+    return fpn_from_cfg(cfg, build_mnv2_backbone(cfg, in_channels), _fcos_top_block(cfg))
+
+
 def build_fcos_resnet_fpn_backbone(cfg: dict, in_channels: int) -> FPN:
-    _require(not get(cfg, "MODEL.MOBILENET"), "MobileNetV2 backbones (MODEL.MOBILENET) are not supported")
-    return fpn_from_cfg(cfg, resnet_from_cfg(cfg, in_channels), _fcos_top_block(cfg))
+    # centermask2 swaps in its MobileNetV2 when MODEL.MOBILENET is set.
+    bottom_up = build_mnv2_backbone(cfg, in_channels) if get(cfg, "MODEL.MOBILENET") else \
+        resnet_from_cfg(cfg, in_channels)
+    return fpn_from_cfg(cfg, bottom_up, _fcos_top_block(cfg))
 
 
 for _builder in (build_vovnet_backbone, build_vovnet_fpn_backbone, build_fcos_vovnet_fpn_backbone,
-                 build_fcos_resnet_fpn_backbone):
+                 build_fcos_resnet_fpn_backbone, build_mnv2_backbone, build_mobilenetv2_fpn_backbone,
+                 build_fcos_mobilenetv2_fpn_backbone):
     BACKBONES.register(_builder.__name__, _builder)
 
 
@@ -162,15 +188,22 @@ def center_roi_heads_from_cfg(cfg: dict, shapes: dict[str, ShapeSpec]) -> Center
 
 def build_centermask(cfg: dict) -> CenterMask:
     m = get(cfg, "MODEL")
-    _require(m["META_ARCHITECTURE"] == "GeneralizedRCNN", f"MODEL.META_ARCHITECTURE {m['META_ARCHITECTURE']!r}: "
-             "FCOS models are GeneralizedRCNN")
+    _require(m["META_ARCHITECTURE"] in ("GeneralizedRCNN", "PanopticFPN"),
+             f"MODEL.META_ARCHITECTURE {m['META_ARCHITECTURE']!r} is not supported with FCOS; "
+             "FCOS models are GeneralizedRCNN or PanopticFPN")
     _require(m["ROI_HEADS"]["NAME"] == "CenterROIHeads", f"MODEL.ROI_HEADS.NAME {m['ROI_HEADS']['NAME']!r}: "
              "FCOS proposals go with CenterROIHeads")
     _require(not m.get("LOAD_PROPOSALS"), "precomputed proposals (MODEL.LOAD_PROPOSALS) are not supported")
     backbone = BACKBONES.get(m["BACKBONE"]["NAME"])(cfg, len(m["PIXEL_MEAN"]))
     shapes = backbone.output_shape()
-    return CenterMask(backbone, fcos_from_cfg(cfg, shapes), center_roi_heads_from_cfg(cfg, shapes),
-                      pixel_mean=m["PIXEL_MEAN"], pixel_std=m["PIXEL_STD"])
+    parts = (backbone, fcos_from_cfg(cfg, shapes), center_roi_heads_from_cfg(cfg, shapes))
+    pixels = {"pixel_mean": m["PIXEL_MEAN"], "pixel_std": m["PIXEL_STD"]}
+    if m["META_ARCHITECTURE"] == "PanopticFPN":
+        from .detectron2.build_semantic import sem_seg_head_from_cfg
+
+        _require(bool(m.get("MASK_ON")), "PanopticFPN without masks (MODEL.MASK_ON: False) is not supported")
+        return PanopticCenterMask(*parts, sem_seg_head_from_cfg(cfg, shapes), **pixels)
+    return CenterMask(*parts, **pixels)
 
 
 # --------------------------------------------------------------------------- spec and entry points
@@ -189,6 +222,15 @@ def centermask_spec(cfg: dict, module: CenterMask) -> dict:
     # The graph keeps FCOS's POST_NMS_TOPK_TEST best; centermask2 applies no other cap.
     topk = int(get(cfg, "MODEL.FCOS.POST_NMS_TOPK_TEST"))
     spec["postprocess"]["max_detections"] = topk if topk > 0 else None
+    if isinstance(module, PanopticCenterMask):
+        # PanopticFPN's task, stuff classes, semantic output and combination thresholds, after
+        # CenterMask's own outputs (the graph's order).
+        from .detectron2.build_semantic import panoptic_spec
+
+        pan = panoptic_spec(cfg, module)
+        spec.update(task=pan["task"], stuff_classes=pan["stuff_classes"])
+        spec["outputs"].append(pan["outputs"][-1])
+        spec["postprocess"].update({k: v for k, v in pan["postprocess"].items() if k != "max_detections"})
     return spec
 
 

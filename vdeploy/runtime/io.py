@@ -94,6 +94,9 @@ def _pil():
                 # Pillow warns past 89 MP and refuses past twice that; vdeploy refuses past its
                 # own, configurable limit first, so Pillow's warning would only be noise.
                 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+                # A corrupt TIFF/EXIF directory is reported by Pillow as a warning per odd field;
+                # such a file is refused or read here, with vdeploy's one-line message if refused.
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
                 _pil_ready = True
     return Image
 

@@ -167,7 +167,7 @@ def build_app(predictors: dict, config: ServeConfig):
     _add_error_handlers(app)
     app.add_middleware(Guard, token=config.token, max_body_bytes=config.max_body_bytes, metrics=metrics,
                        model_names=list(predictors), body_timeout_s=config.body_timeout_s,
-                       closing=app.state.closing)
+                       closing=app.state.closing, max_header_bytes=config.max_header_bytes)
     return app
 
 

@@ -99,9 +99,13 @@ class InferenceWorker:
         self.in_flight += n
         deadline = time.monotonic() + self.policy.timeout_s
         tasks = [asyncio.ensure_future(self._one(i, data, deadline)) for i, data in enumerate(images)]
+        gathered = asyncio.gather(*tasks)
+        # A request cancelled from outside (the server's shutdown deadline) leaves the gather with a
+        # CancelledError nobody reads, which asyncio would log with a traceback: read it here.
+        gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             try:
-                return await asyncio.wait_for(asyncio.gather(*tasks), self.policy.timeout_s)
+                return await asyncio.wait_for(gathered, self.policy.timeout_s)
             except asyncio.TimeoutError:
                 raise RequestTimeout(f"no answer within {self.policy.timeout_s:g} s") from None
         finally:

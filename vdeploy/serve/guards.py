@@ -2,7 +2,7 @@
 
 - bearer-token auth on everything but health (and the static page, which holds no data);
 - the model repository control API (load/unload by name) refused;
-- a request body limit (413) and a body-read deadline (408), the body read here so that a route
+- a request head limit (431) and a request body limit (413) and a body-read deadline (408), the body read here so that a route
   never sees more, nor waits on a client that stopped sending; on shutdown a body still being
   received is answered 503 at once, so held uploads cannot hold the server up;
 - request counts, latency and error metrics per model and endpoint, and one log line (no
@@ -53,7 +53,7 @@ class _Cut(Exception):
 
 class Guard:
     def __init__(self, app, *, token: str | None, max_body_bytes: int, metrics: ServeMetrics, model_names,
-                 body_timeout_s: float = 60.0, closing: asyncio.Event | None = None):
+                 body_timeout_s: float = 60.0, closing: asyncio.Event | None = None, max_header_bytes: int = 16 << 10):
         self.app = app
         self.token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
@@ -61,6 +61,7 @@ class Guard:
         self.model_names = frozenset(model_names)
         self.body_timeout_s = body_timeout_s
         self.closing = closing  # set when the server shuts down
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -101,6 +102,12 @@ class Guard:
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         # A client waiting for "100 Continue" has not sent its body: refuse without asking for it.
         expects_continue = headers.get(b"expect", b"").lower() == b"100-continue"
+        # h11 bounds a head still arriving; one arriving whole in a single read is checked here
+        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
+            len(k) + len(v) + 4 for k, v in scope["headers"])
+        if head > self.max_header_bytes:
+            return await _reply(send, 431, f"request head of {head} bytes, over the limit of {self.max_header_bytes}",
+                                close=True)
         try:
             if self.token and path not in OPEN_PATHS and not self._authorized(headers):
                 if not expects_continue:

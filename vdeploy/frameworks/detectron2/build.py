@@ -52,13 +52,14 @@ def _require(cond: bool, msg: str) -> None:
 
 def resnet_from_cfg(cfg: dict, in_channels: int, out_features: Optional[Sequence[str]] = None) -> ResNet:
     r = get(cfg, "MODEL.RESNETS")
-    _require(not any(r.get("DEFORM_ON_PER_STAGE", [False])), "deformable convolutions (DEFORM_ON_PER_STAGE) "
-             "are not supported")
     try:
         return ResNet(int(r["DEPTH"]), tuple(out_features or r["OUT_FEATURES"]), in_channels=in_channels,
                       stem_out_channels=int(r["STEM_OUT_CHANNELS"]), res2_out_channels=int(r["RES2_OUT_CHANNELS"]),
                       num_groups=int(r["NUM_GROUPS"]), width_per_group=int(r["WIDTH_PER_GROUP"]),
-                      stride_in_1x1=bool(r["STRIDE_IN_1X1"]), res5_dilation=int(r["RES5_DILATION"]), norm=r["NORM"])
+                      stride_in_1x1=bool(r["STRIDE_IN_1X1"]), res5_dilation=int(r["RES5_DILATION"]), norm=r["NORM"],
+                      deform_on_per_stage=[bool(v) for v in r.get("DEFORM_ON_PER_STAGE", [False] * 4)],
+                      deform_modulated=bool(r.get("DEFORM_MODULATED", False)),
+                      deform_num_groups=int(r.get("DEFORM_NUM_GROUPS", 1)))
     except ValueError as e:
         raise ConfigError(f"MODEL.RESNETS: {e}") from None
 
@@ -199,6 +200,9 @@ def build_res5_roi_heads(cfg: dict, shapes: dict[str, ShapeSpec]) -> Res5ROIHead
     in_features = _roi_in_features(cfg, shapes)
     _require(len(in_features) == 1, "Res5ROIHeads takes exactly one input feature (res4)")
     r = get(cfg, "MODEL.RESNETS")
+    # detectron2 refuses it too ("Deformable conv is not yet supported in res5 head").
+    _require(not bool(list(r.get("DEFORM_ON_PER_STAGE", [False] * 4))[-1]),
+             "MODEL.RESNETS.DEFORM_ON_PER_STAGE on res5 is not supported with Res5ROIHeads (nor by detectron2)")
     try:
         res5 = make_res5_stage(depth=int(r["DEPTH"]), res2_out_channels=int(r["RES2_OUT_CHANNELS"]),
                                num_groups=int(r["NUM_GROUPS"]), width_per_group=int(r["WIDTH_PER_GROUP"]),

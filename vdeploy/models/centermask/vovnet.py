@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..detectron2.deform_conv import DeformConv, split_offset_mask
 from ..detectron2.registry import ShapeSpec
 from ..detectron2.resnet import make_norm
 
@@ -64,6 +65,24 @@ def _dw_unit(in_ch: int, out_ch: int, name: str, norm: str, *, stride: int = 1) 
     return units
 
 
+class DFConv3x3(nn.Module):
+    """centermask2's deformable 3x3 unit: `<name>/conv_offset` (with bias) predicts the offsets (and
+    the modulation mask), `<name>/conv` is the deformable conv, then `<name>/norm` and ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, name: str, norm: str, *, modulated: bool, groups: int):
+        super().__init__()
+        self.modulated = modulated
+        self.names = (f"{name}/conv_offset", f"{name}/conv", f"{name}/norm")
+        self.add_module(self.names[0], nn.Conv2d(in_ch, (27 if modulated else 18) * groups, 3, 1, 1))
+        self.add_module(self.names[1], DeformConv(in_ch, out_ch, 3, padding=1, deformable_groups=groups))
+        self.add_module(self.names[2], make_norm(norm, out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset_conv, conv, norm = (getattr(self, n) for n in self.names)
+        offset, mask = split_offset_mask(offset_conv(x), self.modulated)
+        return F.relu(norm(conv(x, offset, mask)))
+
+
 class EffectiveSE(nn.Module):
     """eSE: global average pool -> one 1x1 conv (no channel reduction) -> hard sigmoid -> rescale."""
 
@@ -81,7 +100,9 @@ class OSAModule(nn.Module):
     once, aggregated by a 1x1 conv, gated by eSE, plus an identity shortcut when `identity`."""
 
     def __init__(self, in_ch: int, stage_ch: int, concat_ch: int, layer_per_block: int, name: str, *,
-                 norm: str, identity: bool = False, depthwise: bool = False):
+                 norm: str, identity: bool = False, depthwise: bool = False, dcn: Optional[dict] = None):
+        """`dcn`: {"modulated": bool, "groups": int} makes the 3x3 convs deformable (not the depthwise ones,
+        as centermask2)."""
         super().__init__()
         self.identity = identity
         self.reduce = depthwise and in_ch != stage_ch
@@ -91,9 +112,12 @@ class OSAModule(nn.Module):
         self.layers = nn.ModuleList()
         ch = in_ch
         for i in range(layer_per_block):
-            unit = _dw_unit(stage_ch, stage_ch, f"{name}_{i}", norm) if depthwise else \
-                _conv_unit(ch, stage_ch, f"{name}_{i}", norm)
-            self.layers.append(nn.Sequential(OrderedDict(unit)))
+            if dcn is not None and not depthwise:
+                self.layers.append(DFConv3x3(ch, stage_ch, f"{name}_{i}", norm, **dcn))
+            else:
+                unit = _dw_unit(stage_ch, stage_ch, f"{name}_{i}", norm) if depthwise else \
+                    _conv_unit(ch, stage_ch, f"{name}_{i}", norm)
+                self.layers.append(nn.Sequential(OrderedDict(unit)))
             ch = stage_ch
         self.concat = nn.Sequential(OrderedDict(
             _conv_unit(in_ch + layer_per_block * stage_ch, concat_ch, f"{name}_concat", norm, kernel=1)))
@@ -121,8 +145,13 @@ class VoVNet(nn.Module):
 
     size_divisibility = 0  # no constraint on the input size without an FPN on top
 
-    def __init__(self, spec: VoVNetSpec, out_features: Sequence[str], *, in_channels: int = 3, norm: str = "FrozenBN"):
+    def __init__(self, spec: VoVNetSpec, out_features: Sequence[str], *, in_channels: int = 3, norm: str = "FrozenBN",
+                 stage_with_dcn: Sequence[bool] = (False,) * 4, with_modulated_dcn: bool = False,
+                 deformable_groups: int = 1):
         super().__init__()
+        if len(stage_with_dcn) != 4:
+            raise ValueError(f"STAGE_WITH_DCN needs 4 values (stage2..stage5), got {list(stage_with_dcn)}")
+        dcn = {"modulated": bool(with_modulated_dcn), "groups": int(deformable_groups)}
         unknown = [f for f in out_features if f not in ("stem",) + STAGE_NAMES]
         if unknown:
             raise ValueError(f"VoVNet has no outputs {unknown}; it has stem, {', '.join(STAGE_NAMES)}")
@@ -143,7 +172,8 @@ class VoVNet(nn.Module):
                 mod_name = f"OSA{stage_num}_{b + 1}"
                 modules.append((mod_name, OSAModule(in_ch if b == 0 else spec.stage_out_ch[i], spec.stage_conv_ch[i],
                                                     spec.stage_out_ch[i], spec.layer_per_block, mod_name, norm=norm,
-                                                    identity=b > 0, depthwise=spec.depthwise)))
+                                                    identity=b > 0, depthwise=spec.depthwise,
+                                                    dcn=dcn if stage_with_dcn[i] else None)))
             self.add_module(name, nn.Sequential(OrderedDict(modules)))
             self._shapes[name] = ShapeSpec(spec.stage_out_ch[i], stride)
             in_ch = spec.stage_out_ch[i]

@@ -44,10 +44,14 @@ def make_norm(norm: str, channels: int) -> Optional[nn.Module]:
         return None
     if norm == "FrozenBN":
         return FrozenBatchNorm2d(channels)
-    if norm in ("BN", "SyncBN", "naiveSyncBN", "nnSyncBN"):
+    if norm in ("BN", "SyncBN", "naiveSyncBN", "nnSyncBN", "naiveSyncBN_N"):
         return nn.BatchNorm2d(channels)
     if norm == "GN":
         return nn.GroupNorm(32, channels)
+    if norm == "LN":  # channels-first LayerNorm (ViTDet / MViTv2 / Swin heads)
+        from .layer_norm import LayerNorm2d
+
+        return LayerNorm2d(channels)
     raise ValueError(f"unsupported norm {norm!r}; supported: '', FrozenBN, BN, SyncBN, naiveSyncBN, GN")
 
 
@@ -131,12 +135,20 @@ class BottleneckBlock(nn.Module):
 
 def make_stage(num_blocks: int, in_channels: int, out_channels: int, *, first_stride: int, depth: int,
                bottleneck_channels: int = 0, num_groups: int = 1, norm: str = "FrozenBN",
-               stride_in_1x1: bool = False, dilation: int = 1) -> nn.Sequential:
-    """One ResNet stage: `num_blocks` blocks, the first one strided; blocks named "0", "1", ..."""
+               stride_in_1x1: bool = False, dilation: int = 1, deform: Optional[dict] = None) -> nn.Sequential:
+    """One ResNet stage: `num_blocks` blocks, the first one strided; blocks named "0", "1", ...
+
+    `deform`: {"deform_modulated": bool, "deform_num_groups": int} for deformable 3x3 convs."""
     blocks = []
     for i in range(num_blocks):
         stride = first_stride if i == 0 else 1
-        if depth in (18, 34):
+        if deform is not None:
+            from .deform_resnet import DeformBottleneckBlock
+
+            blocks.append(DeformBottleneckBlock(in_channels, out_channels, bottleneck_channels=bottleneck_channels,
+                                                stride=stride, num_groups=num_groups, norm=norm,
+                                                stride_in_1x1=stride_in_1x1, dilation=dilation, **deform))
+        elif depth in (18, 34):
             blocks.append(BasicBlock(in_channels, out_channels, stride=stride, norm=norm))
         else:
             blocks.append(BottleneckBlock(in_channels, out_channels, bottleneck_channels=bottleneck_channels,
@@ -168,7 +180,8 @@ class ResNet(nn.Module):
     def __init__(self, depth: int = 50, out_features: Sequence[str] = ("res4",), *, in_channels: int = 3,
                  stem_out_channels: int = 64, res2_out_channels: int = 256, num_groups: int = 1,
                  width_per_group: int = 64, stride_in_1x1: bool = True, res5_dilation: int = 1,
-                 norm: str = "FrozenBN"):
+                 norm: str = "FrozenBN", deform_on_per_stage: Sequence[bool] = (False,) * 4,
+                 deform_modulated: bool = False, deform_num_groups: int = 1):
         super().__init__()
         if depth not in BLOCKS_PER_STAGE:
             raise ValueError(f"unsupported ResNet depth {depth}; supported: {sorted(BLOCKS_PER_STAGE)}")
@@ -176,6 +189,11 @@ class ResNet(nn.Module):
             raise ValueError(f"RES5_DILATION must be 1 or 2, got {res5_dilation}")
         if depth in (18, 34) and (res2_out_channels != 64 or res5_dilation != 1 or num_groups != 1):
             raise ValueError("ResNet-18/34 need RES2_OUT_CHANNELS=64, RES5_DILATION=1 and NUM_GROUPS=1")
+        if depth in (18, 34) and any(deform_on_per_stage):
+            raise ValueError("DEFORM_ON_PER_STAGE is not supported for ResNet-18/34 (as in detectron2)")
+        if len(deform_on_per_stage) != 4:
+            raise ValueError(f"DEFORM_ON_PER_STAGE needs 4 values (res2..res5), got {list(deform_on_per_stage)}")
+        deform = {"deform_modulated": bool(deform_modulated), "deform_num_groups": int(deform_num_groups)}
         unknown = set(out_features) - {"stem", *STAGE_NAMES}
         if unknown or not out_features:
             raise ValueError(f"unknown ResNet out_features {sorted(unknown) or out_features}")
@@ -193,7 +211,8 @@ class ResNet(nn.Module):
             first_stride = 1 if idx == 0 or dilation == 2 else 2
             stage = make_stage(BLOCKS_PER_STAGE[depth][idx], in_ch, out_ch, first_stride=first_stride, depth=depth,
                                bottleneck_channels=bottleneck, num_groups=num_groups, norm=norm,
-                               stride_in_1x1=stride_in_1x1, dilation=dilation)
+                               stride_in_1x1=stride_in_1x1, dilation=dilation,
+                               deform=deform if deform_on_per_stage[idx] else None)
             self.add_module(name, stage)
             self.stage_names.append(name)
             stride *= first_stride

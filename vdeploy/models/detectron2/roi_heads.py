@@ -116,7 +116,9 @@ def fast_rcnn_inference(boxes: torch.Tensor, probs: torch.Tensor, image_hw: torc
     # (row, class) of every candidate, row-major as detectron2's boolean-mask indexing orders them.
     inds = torch.nonzero(scores > score_thresh)
     # Class-specific regression: the class's own box; class-agnostic (one box): column 0.
-    box_col = torch.clamp(inds[:, 1], max=boxes.shape[1] - 1)
+    # (decided on the static shape: a clamp against a shape-derived tensor would be traced as a CPU
+    # constant and fail on a CUDA device)
+    box_col = inds[:, 1] if boxes.shape[1] > 1 else torch.zeros_like(inds[:, 1])
     boxes = boxes[inds[:, 0], box_col]
     scores = scores[inds[:, 0], inds[:, 1]]
     keep = batched_nms(boxes, scores, inds[:, 1], nms_thresh)

@@ -25,6 +25,11 @@ class OnnxRuntimeBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             opts.intra_op_num_threads = int(self.threads)
+        elif self.options.get("streams"):
+            # requests run concurrently from several threads (bench --streams): the cores split between them
+            import os
+
+            opts.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)) // int(self.options["streams"]))
         opts.log_severity_level = 3
         if self.device not in _DEVICE_PROVIDERS:
             raise UserError(f"onnxruntime: unknown --device {self.device!r}; choose from {', '.join(_DEVICE_PROVIDERS)}")

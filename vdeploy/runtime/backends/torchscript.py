@@ -18,6 +18,9 @@ class TorchScriptBackend(Backend):
 
         if self.threads:
             torch.set_num_threads(int(self.threads))
+        if self.device.startswith("cuda"):  # float32 means float32: no TF32 convolutions or matmuls
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         try:  # registers torchvision::nms / roi_align, which detector graphs call
             import torchvision  # noqa: F401
         except ImportError:

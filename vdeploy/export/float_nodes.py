@@ -1,0 +1,101 @@
+"""Which layers of an int8 graph stay in float, chosen by measurement.
+
+The fully quantized graph is compared with the float32 graph on held-out images by the task's own
+agreement figures and held to its int8 gates. When it falls short, each candidate layer (the
+convolutions / matrix products nearest the outputs and the input: quantizer.candidates) is
+restored to float on its own and the recovery measured; then the layers are restored greedily,
+best recovery first, until the gates hold. Bounded by SEARCH_BUDGET_S: calibration is done once
+and cached, so each trial costs one graph rewrite and a few inferences.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+SEARCH_BUDGET_S = 300.0
+
+
+def _score(metrics: dict, gates) -> float:
+    """How far the worst gate is passed: >= 1 when every gate holds (ratio to the threshold)."""
+    worst = math.inf
+    for g in gates:
+        v = metrics.get(g.metric)
+        if v is None or not math.isfinite(v):
+            return 0.0
+        if g.higher_is_better:
+            r = v / g.threshold if g.threshold > 0 else 1.0 + v - g.threshold
+        else:
+            r = g.threshold / v if v > 0 else math.inf
+        worst = min(worst, r)
+    return worst
+
+
+class _Judge:
+    def __init__(self, onnx_path, held_out, meta: dict, gates):
+        from ..runtime.tasks import get_task
+
+        self.meta, self.held_out = meta, held_out
+        self.task = get_task(meta["task"])
+        self.gates = self.task.resolve_gates(gates, "int8")
+        self.refs = self._predict(onnx_path)
+
+    def _predict(self, path) -> list:
+        import onnxruntime as ort
+
+        from ..runtime.postprocess import postprocess
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        outs = [o["name"] for o in self.meta["outputs"]]
+        preds = []
+        for prep in self.held_out:
+            raw = sess.run(outs, {k: v for k, v in prep.inputs.items() if k in names})
+            preds.append(postprocess(dict(zip(outs, raw)), prep.meta, self.meta))
+        return preds
+
+    def __call__(self, path) -> tuple[float, dict]:
+        metrics = self.task.agreement(self.refs, self._predict(path), self.meta).metrics
+        return _score(metrics, self.gates), metrics
+
+
+def _fmt(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+
+
+def choose_float_nodes(quantizer, onnx_path, held_out: Sequence, meta: dict, gates=None, *,
+                       budget_s: float = SEARCH_BUDGET_S, log=print) -> list[str]:
+    judge = _Judge(onnx_path, held_out, meta, gates)
+    start = time.monotonic()
+    score, metrics = judge(quantizer.quantize([]))
+    log(f"int8, every layer quantized: {_fmt(metrics)} on {len(held_out)} held-out images")
+    if score >= 1.0:
+        return []
+    recovery = []
+    for label, group in quantizer.candidates():
+        if time.monotonic() - start > budget_s:
+            log(f"float-layer search: time budget ({budget_s:.0f} s) spent after {len(recovery)} candidates")
+            break
+        s, m = judge(quantizer.quantize(group))
+        recovery.append((s - score, label, group))
+        log(f"  {label} in float ({len(group)} op(s)): {_fmt(m)}")
+        if s >= 1.0 and len(group) == 1:
+            break  # one layer suffices: the cheapest answer
+    keep: list[str] = []
+    best = (score, [])
+    for gain, label, group in sorted(recovery, key=lambda r: -r[0]):
+        if gain <= 0 or time.monotonic() - start > 2 * budget_s:
+            break
+        keep += group
+        s, m = judge(quantizer.quantize(keep))
+        log(f"int8 with {label} in float too: {_fmt(m)}")
+        if s > best[0]:
+            best = (s, list(keep))
+        if s >= 1.0:
+            break
+    if best[0] < 1.0:
+        log("int8: no tried set of float layers reaches the int8 gates on the held-out images; "
+            "keeping the best found (verification decides)")
+    return best[1]
