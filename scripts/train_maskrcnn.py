@@ -94,12 +94,12 @@ def evaluate(config: Path, weights: Path, n: int, size: int) -> None:
                         "--dataset", str(ann), "--backends", "torch", "--no-progress"], check=True, cwd=ROOT)
 
 
-def train(config: Path, out: Path, iters: int | None, log=print) -> Path:
+def train(config: Path, out: Path, iters: int | None, solver_opts: dict | None = None, log=print) -> Path:
     from vdeploy.frameworks import build_model
     from vdeploy.frameworks.detectron2.config import load_config
 
     cfg = load_config(str(config))
-    solver = cfg["SOLVER"]
+    solver = {**cfg["SOLVER"], **(solver_opts or {})}
     seed = int(cfg.get("SEED", 0)) if int(cfg.get("SEED", -1)) >= 0 else 0
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)  # anchor and proposal sampling
@@ -118,7 +118,7 @@ def train(config: Path, out: Path, iters: int | None, log=print) -> Path:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(solver["WEIGHT_DECAY"])},
                              {"params": no_decay, "weight_decay": 0.0}], lr=base_lr)
     image_hw = torch.tensor([float(size), float(size)])
-    t0, smooth = time.time(), {}
+    t0, c0, smooth = time.time(), time.process_time(), {}
     for it in range(total):
         for g in opt.param_groups:
             g["lr"] = lr_at(it, base_lr, warmup, total)
@@ -141,7 +141,8 @@ def train(config: Path, out: Path, iters: int | None, log=print) -> Path:
             save(model, out, it + 1)
     model.eval()
     save(model, out, total)
-    log(f"trained {total} iterations in {time.time() - t0:.0f}s; wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    log(f"trained {total} iterations of {ims} images in {time.time() - t0:.0f}s wall, "
+        f"{time.process_time() - c0:.0f}s CPU; wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return out
 
 
@@ -151,10 +152,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=WEIGHTS, help="checkpoint to write")
     ap.add_argument("--iters", type=int, help="iterations (default: the config's SOLVER.MAX_ITER)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--solver", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override SOLVER keys of the config, e.g. BASE_LR=0.002 IMS_PER_BATCH=2")
     ap.add_argument("--eval-images", type=int, default=40, help="held-out scenes to measure AP on (0: none)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    out = train(args.config, args.out, args.iters)
+    opts = {}
+    for item in args.solver:
+        key, _, value = item.partition("=")
+        opts[key] = float(value) if "." in value or "e" in value else int(value)
+    out = train(args.config, args.out, args.iters, opts)
     check_load(args.config, out)
     if args.eval_images:
         evaluate(args.config, out, args.eval_images, 256)

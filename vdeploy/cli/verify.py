@@ -18,6 +18,9 @@ def add_arguments(p):
     p.add_argument("--weights", help="the checkpoint the bundle was exported from, when it is no longer where "
                                      "the bundle's provenance says (the PyTorch reference is rebuilt from it)")
     add_gate_argument(p)
+    p.add_argument("--explain", action="store_true",
+                   help="first compare PyTorch and each onnxruntime/openvino backend stage by stage (backbone levels, "
+                        "neck, heads) and name the first stage that diverges (see docs/verify.md)")
     p.add_argument("--tol", action="append", default=[], metavar="OUTPUT=RTOL,ATOL",
                    help="element-wise tolerance of the diagnostics table, e.g. --tol boxes=1e-3,1e-2 (not a gate)")
 
@@ -45,6 +48,10 @@ def run(args) -> int:
 
     bundle = load_bundle(args.bundle)
     images = expand_images(args.images) if args.images else []
+    if args.explain:
+        from ..export.explain import explain_bundle
+
+        explain_bundle(bundle, images=images, backends=parse_list(args.backends) or None, weights=args.weights)
     verify_bundle(bundle, images=images, backends=parse_list(args.backends) or None, tolerances=_tolerances(args.tol),
                   gates=parse_gate_options(args.gate), weights=args.weights)
     return 0

@@ -53,6 +53,7 @@ class StageResult:
     cosine: float = 1.0
     nonfinite: int = 0       # NaN/Inf in the backend's tensor
     ref_nonfinite: int = 0   # NaN/Inf in PyTorch's
+    finite_where_ref_not: int = 0  # values the backend has where PyTorch overflowed: not the true ones either
     note: str = ""
     diverged: bool = False
 
@@ -65,7 +66,7 @@ class Explanation:
     backend: str
     input: str
     stages: list[StageResult] = field(default_factory=list)
-    bundle_vs_explain: Optional[float] = None   # max abs of the bundle's outputs vs the explain graph's
+    bundle_vs_explain: Optional[float] = None   # relative L2 of the bundle's own outputs vs the explain graph's
 
     @property
     def first_divergence(self) -> Optional[StageResult]:
@@ -185,8 +186,10 @@ def compare_stage(stage: str, ref: np.ndarray, got: np.ndarray, threshold: float
         r.diverged, r.note = True, f"{new_nonfinite} NaN/Inf where PyTorch is finite"
     elif r.rel_l2 > threshold:
         r.diverged, r.note = True, f"relative L2 {r.rel_l2:.2e} > {threshold:g}"
+    r.finite_where_ref_not = int((fin_a & ~fin_b).sum())
     if r.ref_nonfinite:
-        r.note = (r.note + "; " if r.note else "") + f"PyTorch itself has {r.ref_nonfinite} NaN/Inf"
+        r.note = (r.note + "; " if r.note else "") + f"PyTorch itself has {r.ref_nonfinite} NaN/Inf" + (
+            f", the backend {r.finite_where_ref_not} finite values there" if r.finite_where_ref_not else "")
     return r
 
 
@@ -262,20 +265,13 @@ def explain_bundle(bundle, deployable: Optional[DeployableModel] = None, *, imag
                     ex.stages += [compare_stage(f"output {n}", r, got[n], threshold)
                                   for n, r in zip(out_names, ref[:len(out_names)])]
                     own = bundle_runners[b].infer(prep.inputs)
-                    ex.bundle_vs_explain = max((_max_abs(own[n], got[n]) for n in out_names), default=0.0)
+                    ex.bundle_vs_explain = max((compare_stage(n, got[n], own[n], threshold).rel_l2 for n in out_names),
+                                               default=0.0)
                     results.append(ex)
     finally:
         tapped.remove()
     _report(results, threshold, log)
     return results
-
-
-def _max_abs(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    same = (a == b) | (np.isnan(a) & np.isnan(b))
-    return float(np.abs(np.where(same, 0.0, a - b)).max()) if a.size else 0.0
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -292,10 +288,13 @@ def summary(ex: Explanation, threshold: float) -> str:
             f"; largest {worst.rel_l2:.2e} at {worst.stage})" if worst else ")")
     if ref_bad is not None:
         line += (f"; PyTorch itself is non-finite from {ref_bad.stage} on ({ref_bad.ref_nonfinite} NaN/Inf): "
-                 "float32 overflow in the model on this input, no engine can be judged past that stage")
-    if ex.bundle_vs_explain:
-        line += (f"; note: the bundle's own {ex.backend} model differs from this fresh export by max abs "
-                 f"{ex.bundle_vs_explain:.3g} (its file was changed after export, or the exporter fused it differently)")
+                 "the model leaves float32's range on this input, no engine can be judged past that stage")
+        if ref_bad.finite_where_ref_not or any(s.finite_where_ref_not for s in ex.stages):
+            later = next(s for s in ex.stages if s.finite_where_ref_not)
+            line += f" ({ex.backend} has finite values from {later.stage} on, which are not the model's either)"
+    if ex.bundle_vs_explain is not None and ex.bundle_vs_explain > threshold:
+        line += (f"; the bundle's own {ex.backend} model differs from this fresh export (relative L2 "
+                 f"{ex.bundle_vs_explain:.2e}): its file was changed after export, or was exported otherwise")
     return line
 
 
@@ -310,7 +309,8 @@ def _report(results: list[Explanation], threshold: float, log) -> None:
             t.add_column(c)
         for i, _ in enumerate(mine[0].stages):
             rows = [(r.stages[i], r.input) for r in mine]
-            s, case = max(rows, key=lambda p: (p[0].diverged, p[0].nonfinite, p[0].rel_l2))
+            # the input that shows the stage at its worst: diverged, then PyTorch or the backend non-finite
+            s, case = max(rows, key=lambda p: (p[0].diverged, p[0].ref_nonfinite + p[0].nonfinite, p[0].rel_l2))
             t.add_row(s.stage, "x".join(map(str, s.shape)), f"{s.max_abs:.2e}", f"{s.rel_l2:.2e}", f"{s.cosine:.6f}",
                       f"{s.nonfinite} / {s.ref_nonfinite}", Path(case).name,
                       ("DIVERGES: " + s.note) if s.diverged else ("ok" + (f" ({s.note})" if s.note else "")))

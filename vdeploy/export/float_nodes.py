@@ -14,19 +14,24 @@ import time
 from typing import Sequence
 
 SEARCH_BUDGET_S = 300.0
+# The search aims past the gates by this share of the room left (an AP gate of 0.95 is aimed at
+# 0.955, a prob_abs gate of 0.05 at 0.045): a few held-out images are not the verification ones,
+# and a set that just scrapes through on them fell short in verification (ResNet-50: 0.0456 -> 0.0565).
+MARGIN = 0.1
 
 
-def _score(metrics: dict, gates) -> float:
-    """How far the worst gate is passed: >= 1 when every gate holds (ratio to the threshold)."""
+def _score(metrics: dict, gates, margin: float = 0.0) -> float:
+    """How far the worst gate is passed: >= 1 when every gate holds with `margin` to spare."""
     worst = math.inf
     for g in gates:
         v = metrics.get(g.metric)
         if v is None or not math.isfinite(v):
             return 0.0
         if g.higher_is_better:
-            r = v / g.threshold if g.threshold > 0 else 1.0 + v - g.threshold
+            aim = g.threshold + margin * (1.0 - g.threshold) if g.threshold < 1 else g.threshold
+            r = v / aim if aim > 0 else 1.0 + v - aim
         else:
-            r = g.threshold / v if v > 0 else math.inf
+            r = g.threshold * (1 - margin) / v if v > 0 else math.inf
         worst = min(worst, r)
     return worst
 
@@ -58,7 +63,7 @@ class _Judge:
 
     def __call__(self, path) -> tuple[float, dict]:
         metrics = self.task.agreement(self.refs, self._predict(path), self.meta).metrics
-        return _score(metrics, self.gates), metrics
+        return _score(metrics, self.gates, MARGIN), metrics
 
 
 def _fmt(metrics: dict) -> str:

@@ -57,8 +57,8 @@ def selection_images() -> list[tuple[str, np.ndarray]]:
     from ..runtime.synthetic import synthetic_image
 
     rng = np.random.default_rng(987)
-    return [("held-out scene", hard_scene(rng, 640, 480, max_shapes=8, max_r=160)[0]),
-            ("held-out photo-like", synthetic_image(*GENERATED_HW, seed=321))]
+    return [(f"held-out scene {i}", hard_scene(rng, 640, 480, max_shapes=8, max_r=160)[0]) for i in range(2)] + \
+        [(f"held-out photo-like {i}", synthetic_image(*GENERATED_HW, seed=321 + i)) for i in range(2)]
 
 
 def feeds_for(images, meta: dict) -> list:

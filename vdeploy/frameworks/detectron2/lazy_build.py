@@ -22,7 +22,8 @@ from ...models.detectron2.poolers import ROIPooler
 from ...models.detectron2.rcnn import GeneralizedRCNN
 from ...models.detectron2.regnet import RegNet
 from ...models.detectron2.resnet import ResNet
-from ...models.detectron2.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLayers, StandardROIHeads
+from ...models.detectron2.resnet import make_stage
+from ...models.detectron2.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLayers, Res5ROIHeads, StandardROIHeads
 from ...models.detectron2.rpn import RPN, AnchorGenerator, StandardRPNHead
 from ...models.detectron2.vit import ViT, SimpleFeaturePyramid
 from . import lazyconfig as lc
@@ -341,6 +342,26 @@ def _cascade_roi_heads(n: Node) -> CascadeROIHeads:
     return CascadeROIHeads(box_in, n.child("box_pooler"), heads, predictors, **parts)
 
 
+def _res5_roi_heads(n: Node) -> Res5ROIHeads:
+    """C4 heads: the res5 stage is `L(ResNet.make_stage)(...)` of bottleneck blocks."""
+    r = n.child_node("res5", ("ResNet.make_stage",))
+    block = r.get("block_class")
+    if not (isinstance(block, lc.Symbol) and block.name == "BottleneckBlock"):
+        r.fail("block_class must be BottleneckBlock")
+    strides = [int(v) for v in r.get("stride_per_block")]
+    if strides[1:] != [1] * (len(strides) - 1) or len(strides) != int(r.get("num_blocks")):
+        r.fail("stride_per_block must be [s, 1, 1, ...] with one entry per block")
+    res5 = make_stage(len(strides), int(r.get("in_channels")), int(r.get("out_channels")), first_stride=strides[0],
+                      depth=50, bottleneck_channels=int(r.get("bottleneck_channels")),
+                      num_groups=int(r.get("num_groups", 1)), norm=norm_of(r.get("norm", "BN"), r),
+                      stride_in_1x1=bool(r.get("stride_in_1x1", False)), dilation=int(r.get("dilation", 1)))
+    r.finish()
+    n.get("num_classes")
+    mask_head = n.child("mask_head") if n.get("mask_head", None) is not None else None
+    return Res5ROIHeads(list(n.get("in_features")), n.child("pooler"), res5, n.child("box_predictor"),
+                        mask_head=mask_head)
+
+
 def _generalized_rcnn(n: Node) -> GeneralizedRCNN:
     fmt = n.get("input_format", "BGR")
     if fmt not in ("BGR", "RGB"):
@@ -364,6 +385,7 @@ BUILDERS: dict[str, Callable[[Node], Any]] = {
     "ROIPooler": _pooler,
     "StandardROIHeads": _standard_roi_heads,
     "CascadeROIHeads": _cascade_roi_heads,
+    "Res5ROIHeads": _res5_roi_heads,
     "FastRCNNConvFCHead": _box_head,
     "FastRCNNOutputLayers": _box_predictor,
     "MaskRCNNConvUpsampleHead": _mask_head,
@@ -401,6 +423,7 @@ def yaml_view(model_cfg: dict, names: dict, module, source: str) -> dict:
     mask_res = 0
     if roi.get("mask_pooler"):
         mask_res = int(roi["mask_pooler"]["output_size"])
+    box_res = int((roi.get("pooler") or roi.get("box_pooler") or {}).get("output_size", 0))
     kp = {}
     if roi.get("keypoint_head"):
         kp = {"ROI_KEYPOINT_HEAD": {"POOLER_RESOLUTION": int(roi["keypoint_pooler"]["output_size"]),
@@ -410,7 +433,8 @@ def yaml_view(model_cfg: dict, names: dict, module, source: str) -> dict:
         "MODEL": {"META_ARCHITECTURE": "GeneralizedRCNN", "PIXEL_MEAN": model_cfg["pixel_mean"],
                   "PIXEL_STD": model_cfg["pixel_std"],
                   "ROI_HEADS": {"NUM_CLASSES": int(roi["num_classes"]), "NAME": lc.target_name(roi)},
-                  "ROI_MASK_HEAD": {"POOLER_RESOLUTION": mask_res}, **kp},
+                  "ROI_MASK_HEAD": {"POOLER_RESOLUTION": mask_res}, "ROI_BOX_HEAD": {"POOLER_RESOLUTION": box_res},
+                  **kp},
         "TEST": {"DETECTIONS_PER_IMAGE": int(predictor.get("test_topk_per_image", 100)),
                  "KEYPOINT_OKS_SIGMAS": []},
         "DATASETS": {"TEST": [datasets] if isinstance(datasets, str) else list(datasets)},
