@@ -14,7 +14,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest

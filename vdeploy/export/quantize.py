@@ -135,6 +135,8 @@ class OnnxQuantizer:
         """Groups of layers the search tries in float, (label, node names):
         - the tail: quantizable ops no convolution / matrix product follows (box decoding, peak
           picking by max-pooling, score arithmetic): int8 buys no speed there, only error;
+        - the arithmetic on tensors that are not feature maps (anchors, proposals, box deltas:
+          rank other than 4), wherever it is;
         - the convolutions / matrix products nearest the outputs (heads, classifier, box
           regression) and the input (the stem), one at a time."""
         nodes = [n for n in self.graph.node if n.name]
@@ -167,12 +169,17 @@ class OnnxQuantizer:
                 before_heavy.update(bfs([by_out[i] for i in n.input if i in by_out],
                                         lambda m: [by_out[i] for i in m.input if i in by_out]))
         tail = [n.name for n in nodes if n.op_type in QUANT_OPS and n.name not in heavy and n.name not in before_heavy]
+        rank = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in
+                [*self.graph.value_info, *self.graph.output, *self.graph.input] if vi.type.tensor_type.HasField("shape")}
+        coords = [n.name for n in nodes if n.op_type in QUANT_OPS and n.name not in heavy and n.name not in tail
+                  and rank.get(n.output[0], 4) != 4]
         outs = [by_out[o.name] for o in self.graph.output if o.name in by_out]
         back = bfs(outs, lambda n: [by_out[i] for i in n.input if i in by_out])
         fwd = bfs([c for i in self.input_names for c in consumers.get(i, [])], downstream)
         picked = [n for n in back if n in heavy][:near_outputs]
         picked += [n for n in fwd if n in heavy and n not in picked][:near_inputs]
-        return ([("the tail after the last convolutions", tail)] if tail else []) + [(n, [n]) for n in picked]
+        groups = [("the tail after the last convolutions", tail), ("arithmetic off the feature maps", coords)]
+        return [(label, g) for label, g in groups if g] + [(n, [n]) for n in picked]
 
 
 def quantize_openvino(xml: Path, dst_xml: Path, feeds: list[dict], float_onnx_nodes: Sequence[str], log=print) -> None:

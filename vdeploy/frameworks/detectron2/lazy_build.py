@@ -38,6 +38,7 @@ _TRAINING_ONLY = {
             "box_reg_loss_type"},
     "StandardROIHeads": {"batch_size_per_image", "positive_fraction", "proposal_matcher", "proposal_append_gt",
                          "train_on_pred_boxes"},
+    "Res5ROIHeads": {"batch_size_per_image", "positive_fraction", "proposal_matcher", "proposal_append_gt"},
     "CascadeROIHeads": {"batch_size_per_image", "positive_fraction", "proposal_matchers", "proposal_append_gt",
                         "train_on_pred_boxes"},
     "FastRCNNOutputLayers": {"smooth_l1_beta", "box_reg_loss_type", "loss_weight", "use_fed_loss",

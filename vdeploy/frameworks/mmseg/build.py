@@ -113,7 +113,35 @@ def _swin(bb: dict, where: str) -> dict:
     return dict(kw, act=act_spec(bb, where, {"type": "GELU"}), ln_eps=norm.get("eps", 1e-5))
 
 
-_BACKBONE_ARGS = {"ResNet": _resnet, "ResNetV1c": _resnet, "ResNetV1d": _resnet,
+def _hrnet(bb: dict, where: str) -> dict:
+    norm = norm_spec(bb, where, {"type": "BN"})
+    if norm is None or norm["type"] != "BN" or norm.get("eps", 1e-5) != 1e-5:
+        raise ConfigError(f"{where}.norm_cfg: only BatchNorm (default eps) HRNets are supported")
+    extra = bb.get("extra")
+    if not isinstance(extra, dict) or any(not isinstance(extra.get(f"stage{i}"), dict) for i in range(1, 5)):
+        raise ConfigError(f"{where}.extra needs dicts stage1 .. stage4")
+    stages = []
+    for i in range(1, 5):
+        st = extra[f"stage{i}"]
+        for key in ("num_modules", "num_branches", "block", "num_blocks", "num_channels"):
+            if key not in st:
+                raise ConfigError(f"{where}.extra.stage{i} needs `{key}`")
+        if st["block"] not in ("BASIC", "BOTTLENECK"):
+            raise ConfigError(f"{where}.extra.stage{i}.block {st['block']!r} is not 'BASIC' or 'BOTTLENECK'")
+        if not len(st["num_blocks"]) == len(st["num_channels"]) == st["num_branches"]:
+            raise ConfigError(f"{where}.extra.stage{i}: num_blocks and num_channels need num_branches entries")
+        stages.append({k: _tup(st[k]) for k in ("num_modules", "num_branches", "block", "num_blocks",
+                                                 "num_channels")})
+    if stages[0]["num_branches"] != 1:
+        raise ConfigError(f"{where}.extra.stage1 must have one branch")
+    for key in ("dcn", "plugins", "conv_cfg"):
+        if bb.get(key):
+            raise ConfigError(f"{where}.{key} is not supported")
+    return {"stages": tuple(stages), "in_channels": int(bb.get("in_channels", 3)),
+            "multiscale_output": bool(bb.get("multiscale_output", True))}
+
+
+_BACKBONE_ARGS = {"ResNet": _resnet, "HRNet": _hrnet, "ResNetV1c": _resnet, "ResNetV1d": _resnet,
                   "MixVisionTransformer": _mit, "SwinTransformer": _swin}
 
 
@@ -153,7 +181,10 @@ _HEAD_ARGS: dict[str, dict] = {
     "PSAHead": {"mask_size": _REQUIRED, "psa_type": "bi-direction", "compact": False, "shrink_factor": 2,
                 "normalization_factor": 1.0, "psa_softmax": True},
     "EncHead": {"num_codes": 32, "use_se_loss": True, "add_lateral": False},
+    "OCRHead": {"ocr_channels": _REQUIRED, "scale": 1},
 }
+# Heads that refine the previous head's logits (only after the first head of a cascade).
+_CASCADE = ("OCRHead",)
 # Heads whose input is always a list of features (mmseg fixes input_transform='multiple_select').
 _MULTI = ("UPerHead", "FPNHead", "SegformerHead", "ANNHead", "EncHead")
 
@@ -254,8 +285,15 @@ def model_kwargs(cfg: dict) -> dict:
         if int(model.get("num_stages", len(heads))) != len(heads):
             raise ConfigError("model.num_stages must equal the number of decode heads")
         head_kw = [head_kwargs(h, f"model.decode_head[{i}]") for i, h in enumerate(heads)]
+        for i, h in enumerate(head_kw):
+            if (h["type"] in _CASCADE) != (i > 0):
+                raise ConfigError(f"model.decode_head[{i}] {h['type']!r}: " +
+                                  ("the first head of a cascade cannot refine logits" if i == 0 else
+                                   f"heads after the first must be one of {_CASCADE}"))
     else:
         head_kw = [head_kwargs(_section(model, "decode_head", "model."))]
+        if head_kw[0]["type"] in _CASCADE:
+            raise ConfigError(f"model.decode_head {head_kw[0]['type']!r} needs a CascadeEncoderDecoder")
     kw = {"backbone": backbone_kwargs(_section(model, "backbone", "model.")),
           "head": head_kw[-1], "heads": head_kw,
           "mean": [float(v) for v in pre["mean"]], "std": [float(v) for v in pre["std"]],

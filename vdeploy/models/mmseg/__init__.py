@@ -2,11 +2,13 @@
 from .attention_heads import (ANNHead, APCHead, CCHead, DAHead, DMHead, DNLHead, EMAHead, EncHead, GCHead, ISAHead,
                               NLHead, PSAHead)
 from .heads import (ASPPHead, DepthwiseSeparableASPPHead, FCNHead, FPNHead, PSPHead, SegformerHead, UPerHead)
+from .hrnet import HRNet
 from .mit import MixVisionTransformer
+from .ocr_head import OCRHead
 from .resnet import ResNet
 from .segmentor import EncoderDecoder
 from .swin import SwinTransformer
 
 __all__ = ["ANNHead", "APCHead", "ASPPHead", "CCHead", "DAHead", "DMHead", "DNLHead", "DepthwiseSeparableASPPHead",
-           "EMAHead", "EncHead", "EncoderDecoder", "FCNHead", "FPNHead", "GCHead", "ISAHead", "MixVisionTransformer",
-           "NLHead", "PSAHead", "PSPHead", "ResNet", "SegformerHead", "SwinTransformer", "UPerHead"]
+           "EMAHead", "EncHead", "EncoderDecoder", "FCNHead", "FPNHead", "GCHead", "HRNet", "ISAHead", "MixVisionTransformer",
+           "NLHead", "OCRHead", "PSAHead", "PSPHead", "ResNet", "SegformerHead", "SwinTransformer", "UPerHead"]

@@ -195,6 +195,8 @@ class DetectionTask(Task):
 
 
 def _nonempty(masks: np.ndarray) -> np.ndarray:
+    if len(masks) == 0:  # reshape(0, -1) is ambiguous
+        return np.zeros(0, bool)
     return masks.reshape(len(masks), -1).any(axis=1)
 
 
