@@ -68,3 +68,13 @@ def label_file_name(key: str) -> str:
 
     stem = Path(key).stem.replace("/", "_")[:80]
     return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.png"
+
+
+def encode_label_map(label_map: np.ndarray) -> bytes:
+    """A label map as PNG bytes of class indices (label_map_array's bit depth)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", label_map_array(label_map))
+    if not ok:
+        raise RuntimeError("PNG encoding of a label map failed")
+    return buf.tobytes()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ...registry import Registry
-from .base import Agreement, Gate, Task, parse_gate_options
+from .base import Agreement, Gate, Task, Tensor, parse_gate_options
 
 TASKS: Registry[Task] = Registry("task")
 
@@ -23,4 +23,4 @@ for _module in ("detection", "keypoints", "panoptic_segmentation", "semantic_seg
                 "classification"):
     importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["TASKS", "Agreement", "Gate", "Task", "get_task", "parse_gate_options", "register_task"]
+__all__ = ["TASKS", "Agreement", "Gate", "Task", "Tensor", "get_task", "parse_gate_options", "register_task"]

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from ...errors import UserError
 from ..prediction import Prediction
 
@@ -32,6 +34,14 @@ class Gate:
 
     def with_threshold(self, value: float) -> "Gate":
         return Gate(self.metric, value, self.higher_is_better, self.meaning)
+
+
+@dataclass
+class Tensor:
+    """One served output tensor (docs/serving.md)."""
+    name: str
+    datatype: str        # Open Inference Protocol datatype: FP32, INT32, BYTES
+    data: object         # a numeric numpy array, or an object array of bytes for BYTES
 
 
 @dataclass
@@ -76,6 +86,17 @@ class Task:
     def draw(self, image_bgr, pred: Prediction, classes: list[str], score_threshold: float):
         raise NotImplementedError
 
+    # The serving contract (docs/serving.md): the model metadata's outputs, the output tensors of
+    # one request of B images, and the TorchServe-style JSON answer for one image.
+    def serve_outputs(self) -> list[dict]:
+        raise UserError(f"{self.name} bundles cannot be served yet: the serving contract has no {self.name} outputs")
+
+    def serve_tensors(self, preds: Sequence[Prediction]) -> list[Tensor]:
+        raise UserError(f"{self.name} bundles cannot be served yet: the serving contract has no {self.name} outputs")
+
+    def serve_json(self, pred: Prediction, classes: list[str]) -> dict:
+        raise UserError(f"{self.name} bundles have no JSON answer on /predictions; use the v2 protocol")
+
     def compare_raw(self, ref: dict, got: dict, tolerances: dict) -> list:
         """Element-wise statistics of the raw graph outputs: diagnostics, never a verdict."""
         from ..compare import Tolerance, compare_dense
@@ -92,6 +113,12 @@ class Task:
             raise UserError(f"--gate {unknown[0]}: not a gate of the {self.name} task; its gates: "
                             + ", ".join(g.describe() for g in self.gates))
         return [g.with_threshold(overrides[g.metric]) if g.metric in overrides else g for g in self.gates]
+
+
+def concat_rows(parts, empty_shape: tuple, dtype) -> np.ndarray:
+    """Per-image arrays stacked along their first axis (the images' rows one after another)."""
+    parts = [np.asarray(p, dtype).reshape((-1,) + tuple(empty_shape[1:])) for p in parts if p is not None]
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(empty_shape, dtype)
 
 
 def parse_gate_options(items: Iterable[str]) -> dict[str, float]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..prediction import Prediction
 from . import register_task
-from .base import Agreement, Gate, Task
+from .base import Agreement, Gate, Task, Tensor
 
 
 class ClassificationTask(Task):
@@ -32,6 +32,17 @@ class ClassificationTask(Task):
         rec = classification_result(pred, key, classes)
         rec.pop("file_name", None)
         return {"image": key, **rec}
+
+    def serve_outputs(self) -> list[dict]:
+        return [{"name": "probs", "datatype": "FP32", "shape": [-1, -1]}]
+
+    def serve_tensors(self, preds) -> list[Tensor]:
+        return [Tensor("probs", "FP32", np.stack([np.asarray(p.probs, np.float32).reshape(-1) for p in preds]))]
+
+    def serve_json(self, pred, classes) -> dict:
+        order = np.argsort(-pred.probs)[:5]
+        return {"classes": [{"class_id": int(i), "class_name": classes[i] if i < len(classes) else str(i),
+                             "score": float(pred.probs[i])} for i in order]}
 
     def draw(self, image_bgr, pred, classes, score_threshold):
         from ..vis import caption

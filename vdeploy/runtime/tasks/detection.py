@@ -8,6 +8,8 @@ class, IoU >= 0.5) report the box error in pixels and the mask IoU as diagnostic
 """
 from __future__ import annotations
 
+import json
+
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +20,7 @@ from ..prediction import Prediction
 from ..results import encode_rle, to_coco_results
 from ..vis import label, palette
 from . import register_task
-from .base import Agreement, Gate, Task
+from .base import Agreement, Gate, Task, Tensor, concat_rows
 
 # The score noise of matched pairs, times this, is how close to a cut an unmatched detection
 # must be to count as a tie there; bounded so that a broken export cannot hide misses behind it.
@@ -94,6 +96,32 @@ class DetectionTask(Task):
     kinds = ("bbox",)
     bench_hw = (800, 1333)
     reduced_precision = {"bf16": {"bbox_ap": 0.97, "box_offset_px": 1.0}, "int8": {"bbox_ap": 0.95, "box_offset_px": 1.0}}
+
+    # ---- serving: detections of all B images concatenated, image_index says whose
+    def serve_outputs(self) -> list[dict]:
+        return [{"name": "boxes", "datatype": "FP32", "shape": [-1, 4]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1]},
+                {"name": "classes", "datatype": "INT32", "shape": [-1]},
+                {"name": "image_index", "datatype": "INT32", "shape": [-1]}]
+
+    def serve_tensors(self, preds) -> list[Tensor]:
+        counts = [len(p) for p in preds]
+        return [Tensor("boxes", "FP32", concat_rows([p.boxes for p in preds], (0, 4), np.float32)),
+                Tensor("scores", "FP32", concat_rows([p.scores for p in preds], (0,), np.float32)),
+                Tensor("classes", "INT32", concat_rows([p.classes for p in preds], (0,), np.int32)),
+                Tensor("image_index", "INT32", np.repeat(np.arange(len(preds), dtype=np.int32), counts))]
+
+    def serve_json(self, pred, classes) -> dict:
+        dets = []
+        for i in range(len(pred)):
+            c = int(pred.classes[i])
+            dets.append({"class_id": c, "class_name": classes[c] if 0 <= c < len(classes) else str(c),
+                         "score": float(pred.scores[i]), "bbox": [float(v) for v in pred.boxes[i]]})
+        self._serve_json_extras(pred, dets)
+        return {"detections": dets, "image_size": list(pred.image_hw)}
+
+    def _serve_json_extras(self, pred, dets: list[dict]) -> None:
+        """What a subclass adds to each detection of the JSON answer (masks, keypoints)."""
 
     def json_results(self, pred, name, classes) -> list[dict]:
         return to_coco_results(pred, name, classes)
@@ -220,6 +248,21 @@ class InstanceSegmentationTask(DetectionTask):
     kinds = ("bbox", "segm")
     reduced_precision = {"bf16": {"bbox_ap": 0.97, "segm_ap": 0.97, "box_offset_px": 1.0},
                          "int8": {"bbox_ap": 0.95, "segm_ap": 0.95, "box_offset_px": 1.0}}
+
+    def serve_outputs(self) -> list[dict]:
+        return super().serve_outputs() + [{"name": "masks", "datatype": "BYTES", "shape": [-1]}]
+
+    def serve_tensors(self, preds) -> list[Tensor]:
+        rles = [json.dumps(r).encode() for p in preds for r in _rles(p)]
+        return super().serve_tensors(preds) + [Tensor("masks", "BYTES", np.array(rles, dtype=object).reshape(-1))]
+
+    def _serve_json_extras(self, pred, dets) -> None:
+        for d, rle in zip(dets, _rles(pred)):
+            d["segmentation"] = rle
+
+
+def _rles(pred: Prediction) -> list[dict]:
+    return encode_rle(pred.masks) if pred.masks is not None and len(pred) else []
 
 
 register_task(DetectionTask())

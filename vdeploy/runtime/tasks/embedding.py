@@ -8,7 +8,7 @@ import numpy as np
 
 from ..prediction import Prediction
 from . import register_task
-from .base import Agreement, Gate, Task
+from .base import Agreement, Gate, Task, Tensor
 
 
 class EmbeddingTask(Task):
@@ -31,6 +31,15 @@ class EmbeddingTask(Task):
 
         f = np.ascontiguousarray(pred.features, dtype="<f4")
         return {"image": key, "features": base64.b64encode(f.tobytes()).decode("ascii")}
+
+    def serve_outputs(self) -> list[dict]:
+        return [{"name": "embedding", "datatype": "FP32", "shape": [-1, -1]}]
+
+    def serve_tensors(self, preds) -> list[Tensor]:
+        return [Tensor("embedding", "FP32", np.stack([np.asarray(p.features, np.float32).reshape(-1) for p in preds]))]
+
+    def serve_json(self, pred, classes) -> dict:
+        return {"embedding": np.asarray(pred.features, np.float32).reshape(-1).tolist()}
 
     def draw(self, image_bgr, pred, classes, score_threshold):
         """A re-ID crop is small: enlarged, captioned, with the embedding as a strip of bars."""

@@ -13,7 +13,7 @@ import numpy as np
 from ..coco_keypoints import NAMES, SKELETON
 from ..vis import palette
 from . import register_task
-from .base import Gate
+from .base import Gate, Tensor, concat_rows
 from .detection import DetectionTask, _ap
 
 # A keypoint is drawn when its score is above this (detectron2's Visualizer threshold).
@@ -64,6 +64,20 @@ class KeypointsTask(DetectionTask):
             for j in np.nonzero(seen)[0]:
                 cv2.circle(img, _pt(kps[j]), 3, tuple(int(c) for c in colors[j]), -1, cv2.LINE_AA)
         return img
+
+
+    def serve_outputs(self) -> list[dict]:
+        return super().serve_outputs() + [{"name": "keypoints", "datatype": "FP32", "shape": [-1, -1, 3]}]
+
+    def serve_tensors(self, preds) -> list[Tensor]:
+        k = max([p.keypoints.shape[1] for p in preds if p.keypoints is not None] or [0])
+        return super().serve_tensors(preds) + [
+            Tensor("keypoints", "FP32", concat_rows([p.keypoints for p in preds], (0, k, 3), np.float32))]
+
+    def _serve_json_extras(self, pred, dets) -> None:
+        if pred.keypoints is not None:
+            for d, kps in zip(dets, pred.keypoints):
+                d["keypoints"] = [[float(v) for v in kp] for kp in kps]
 
 
 def _pt(kp) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from ..metrics.segmentation import confusion, segmentation_metrics
 from ..prediction import Prediction
 from ..vis import palette
 from . import register_task
-from .base import Agreement, Gate, Task
+from .base import Agreement, Gate, Task, Tensor
 
 
 class SemanticSegmentationTask(Task):
@@ -40,6 +40,14 @@ class SemanticSegmentationTask(Task):
         return {"image": key, "label_map": f"labels/{name}"}
 
     legend_entries = 12  # the classes covering most of the picture
+
+    def serve_outputs(self) -> list[dict]:
+        return [{"name": "label_map", "datatype": "BYTES", "shape": [-1]}]
+
+    def serve_tensors(self, preds) -> list[Tensor]:
+        from ..results import encode_label_map
+
+        return [Tensor("label_map", "BYTES", np.array([encode_label_map(p.label_map) for p in preds], dtype=object))]
 
     def draw(self, image_bgr, pred, classes, score_threshold):
         """The label map over the photo in class colours, with a legend of the largest classes."""
