@@ -1,6 +1,7 @@
-"""MMSegmentation zoo architectures without mmseg: SegFormer (MiT), UPerNet-Swin and the
+"""MMSegmentation zoo architectures without mmseg: SegFormer (MiT), UPerNet-Swin, the
 attention heads on ResNet (DANet, CCNet, NonLocal, GCNet, ANN, EMANet, DNLNet, APCNet, DMNet,
-ISANet, PSANet, EncNet, UPerNet). Built from mmseg 1.2.2's own zoo configs; checked for
+ISANet, PSANet, EncNet, UPerNet), HRNet (FCN, OCRNet), OCRNet on ResNet, semantic FPN, UNet,
+BiSeNetV1/V2 and MobileNetV2. Built from mmseg 1.2.2's own zoo configs; checked for
 
 - the state-dict names and shapes of mmseg's own model (recorded from mmseg 1.2.2 in
   tests/data/references/mmseg_state_dict_keys.json.gz), so that its checkpoints load unchanged;
@@ -43,6 +44,14 @@ CONFIGS = {
     "psanet": "psanet/psanet_r101-d8_4xb2-40k_cityscapes-512x1024.py",
     "encnet": "encnet/encnet_r101-d8_4xb2-40k_cityscapes-512x1024.py",
     "upernet_resnet": "upernet/upernet_r101_4xb2-40k_cityscapes-512x1024.py",
+    "hrnet_fcn": "hrnet/fcn_hr18s_4xb4-80k_ade20k-512x512.py",
+    "ocrnet_hrnet": "ocrnet/ocrnet_hr18s_4xb4-80k_ade20k-512x512.py",
+    "ocrnet_resnet": "ocrnet/ocrnet_r101-d8_4xb2-40k_cityscapes-512x1024.py",
+    "sem_fpn": "sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py",
+    "unet": "unet/unet-s5-d16_fcn_4xb4-40k_drive-64x64.py",
+    "bisenetv2": "bisenetv2/bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py",
+    "mobilenet_v2": "mobilenet_v2/mobilenet-v2-d8_deeplabv3plus_4xb4-160k_ade20k-512x512.py",
+    "bisenetv1": "bisenetv1/bisenetv1_r18-d32_4xb4-160k_cityscapes-1024x1024.py",
 }
 
 
@@ -159,9 +168,10 @@ def agreement(a, b):
     return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-6)), float((a.argmax(1) == b.argmax(1)).mean())
 
 
-# Each ResNet-101 export takes 10-30 s on CPU: the held-out names (DANet, CCNet) and PSANet (its
-# shrink logic) always run, the other heads are marked slow (`-m "not slow"` leaves them out).
-QUICK = ("segformer", "upernet_swin", "danet", "ccnet", "psanet")
+# Each ResNet-101 export takes 10-30 s on CPU: the held-out names (DANet, CCNet, OCRNet-HRNet,
+# BiSeNetV2), PSANet (its shrink logic) and the small UNet / HRNet-FCN always run, the others
+# are marked slow (`-m "not slow"` leaves them out).
+QUICK = ("segformer", "upernet_swin", "danet", "ccnet", "psanet", "ocrnet_hrnet", "hrnet_fcn", "bisenetv2", "unet")
 
 
 @pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CONFIGS)])
@@ -175,7 +185,8 @@ def test_exports_run_on_onnxruntime_and_openvino(tmp_path, name):
     graph = onnx.load(str(path))
     assert {n.domain for n in graph.graph.node} <= {"", "ai.onnx"}, "custom ops in the graph"
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    # a size other than the export's, with odd feature sizes (padding / shrink paths)
+    # a size other than the export's, with odd feature sizes (padding / shrink paths; UNet's
+    # 64x64 sliding windows keep its multiple-of-16 input whatever the image size)
     for hw in ((72, 104), (64, 96)):
         img = (torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(1)) * 255)
         with torch.no_grad():

@@ -101,7 +101,8 @@ def run_step(model, tensors):
 
 def test_repository_layout_and_configs(small_classifier_bundle, tmp_path):
     out = tmp_path / "repo"
-    r = run_cli("export-triton", small_classifier_bundle.path, out, "--name", "cls", "--max-batch-size", "4")
+    r = run_cli("export-triton", small_classifier_bundle.path, out, "--name", "cls", "--max-batch-size", "4",
+                "--variant", "ensemble")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["cls", "cls_model", "cls_postprocess", "cls_preprocess"]
     assert (out / "cls_model" / "1" / "model.onnx").read_bytes() == small_classifier_bundle.model_file("onnx").read_bytes()
@@ -120,13 +121,32 @@ def test_repository_layout_and_configs(small_classifier_bundle, tmp_path):
     assert (out / "cls" / "config.pbtxt").is_file()
 
 
+def test_python_variant_is_one_model_holding_the_bundle(small_classifier_bundle, tmp_path):
+    out = tmp_path / "repo"
+    r = run_cli("export-triton", small_classifier_bundle.path, out, "--name", "cls", "--max-batch-size", "4",
+                "--threads", "2", "--instances", "2")
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in out.iterdir()] == ["cls"]
+    version = out / "cls" / "1"
+    assert (version / "model.onnx").read_bytes() == small_classifier_bundle.model_file("onnx").read_bytes()
+    assert (version / "deploy.json").is_file() and "TritonPythonModel" in (version / "model.py").read_text()
+    cfg = parse_config(out / "cls" / "config.pbtxt")
+    assert cfg.backend == "python" and cfg.max_batch_size == 4 and cfg.dynamic_batching.max_queue_delay_microseconds == 5000
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("image", "TYPE_STRING", [1])]
+    assert [(o.name, o.data_type) for o in cfg.output] == [("probs", "TYPE_FP32")]
+    assert cfg.parameters["threads"].string_value == "2" and cfg.instance_group[0].count == 2
+    # the ensemble's own options are refused for it
+    bad = run_cli("export-triton", small_classifier_bundle.path, tmp_path / "e", "--variant", "ensemble", "--threads", "2")
+    assert bad.returncode == 2 and "python variant" in bad.stderr
+
+
 def test_ensemble_steps_reproduce_the_predictor(small_classifier_bundle, tmp_path, monkeypatch):
     import onnxruntime as ort
 
     from vdeploy.runtime.predictor import Predictor
     from vdeploy.serve.triton_repo import write_triton_repository
 
-    out = write_triton_repository(small_classifier_bundle, tmp_path / "repo", name="cls")
+    out = write_triton_repository(small_classifier_bundle, tmp_path / "repo", name="cls", variant="ensemble")
     pre = load_stage(out / "cls_preprocess", monkeypatch)
     post = load_stage(out / "cls_postprocess", monkeypatch)
     session = ort.InferenceSession(str(out / "cls_model" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -148,7 +168,7 @@ def test_ensemble_steps_reproduce_the_predictor(small_classifier_bundle, tmp_pat
 def test_an_undecodable_image_fails_its_request_only(small_classifier_bundle, tmp_path, monkeypatch):
     from vdeploy.serve.triton_repo import write_triton_repository
 
-    out = write_triton_repository(small_classifier_bundle, tmp_path / "repo", name="cls")
+    out = write_triton_repository(small_classifier_bundle, tmp_path / "repo", name="cls", variant="ensemble")
     pre = load_stage(out / "cls_preprocess", monkeypatch)
     bad, good = pre.execute([FakeRequest([FakeTensor("image", np.array([[b"junk"]], dtype=object))]),
                              FakeRequest([FakeTensor("image", np.array([[cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()]], dtype=object))])])

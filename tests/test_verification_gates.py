@@ -215,3 +215,47 @@ def test_altered_graphs_fail_verification(tmp_path_factory, name, fault, tmp_pat
     r = vd("verify", str(b))
     assert r.returncode == 2, r.stdout[-2000:]
     assert "onnxruntime: FAIL" in r.stdout and "Traceback" not in r.stderr
+
+
+class _OverflowsOnBusyImages(torch.nn.Module):
+    """A classifier whose float32 arithmetic overflows on busy images (as non-local blocks with
+    stand-in weights do on images unlike their data) and stays finite on flat ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        logits = self.fc(x.mean(dim=(2, 3)))
+        return logits / (x.std() < 30).float()  # divides by zero, so +-inf, on a busy image
+
+
+def _overflow_bundle(tmp_path):
+    from vdeploy.export import export_bundle
+    from vdeploy.models.base import DeployableModel
+
+    spec = {"task": "classification", "classes": list("abcd"),
+            "inputs": [{"name": "images", "dtype": "float32", "layout": "NCHW", "color": "BGR",
+                        "shape": [1, 3, "height", "width"]}],
+            "preprocess": {"resize": {"type": "none"}, "pad": {"size_divisibility": 0}},
+            "postprocess": {"type": "classification"}, "outputs": [{"name": "logits", "shape": [1, 4]}]}
+    torch.manual_seed(0)
+    dm = DeployableModel(_OverflowsOnBusyImages(), spec, {"source": "test"})
+    return dm, export_bundle(dm, tmp_path / "b", ["onnx"], verify=False, log=lambda *a: None)
+
+
+def test_inputs_where_pytorch_itself_overflows_are_left_out_and_named(tmp_path):
+    import cv2
+
+    from vdeploy.errors import VerificationError
+    from vdeploy.export.verify import run_verification
+
+    dm, bundle = _overflow_bundle(tmp_path)
+    flat = tmp_path / "flat.png"
+    cv2.imwrite(str(flat), np.full((64, 48, 3), 120, np.uint8))
+    lines = []
+    record = run_verification(bundle, dm, images=[flat], log=lines.append)
+    assert record["passed"] and record["inputs"] == [str(flat)] and len(record["inputs_without_reference"]) == 2
+    assert any("PyTorch itself gives non-finite outputs on random" in line for line in lines)
+    with pytest.raises(VerificationError, match="on every verification input .* --images"):
+        run_verification(bundle, dm, images=[], log=lambda *a: None)

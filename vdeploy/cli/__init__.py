@@ -15,7 +15,7 @@ from ..errors import UserError
 
 COMMANDS = (
     "export", "verify", "predict", "bench", "flops", "publish", "config", "plot_logs",
-    "convert_weights", "eval", "make_dataset", "to_bin", "from_bin", "serve", "export_triton", "info", "sign",
+    "convert_weights", "eval", "make_dataset", "to_bin", "from_bin", "serve", "export_triton", "triton_serve", "info", "sign",
 )
 
 

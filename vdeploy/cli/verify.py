@@ -20,7 +20,7 @@ def add_arguments(p):
     add_gate_argument(p)
     p.add_argument("--explain", action="store_true",
                    help="first compare PyTorch and each onnxruntime/openvino backend stage by stage (backbone levels, "
-                        "neck, heads) and name the first stage that diverges (see docs/verify.md)")
+                        "neck, heads) and name the first stage that diverges (see docs/verification.md)")
     p.add_argument("--tol", action="append", default=[], metavar="OUTPUT=RTOL,ATOL",
                    help="element-wise tolerance of the diagnostics table, e.g. --tol boxes=1e-3,1e-2 (not a gate)")
 

@@ -104,7 +104,7 @@ def _called_modules(module: nn.Module, args: tuple) -> set[str]:
 
 def select_stages(module: nn.Module, args: tuple, depth: int = 2) -> list[str]:
     """The module's declared `explain_stages`, or the called modules at most `depth` levels down
-    (uncalled containers are transparent)."""
+    (uncalled containers and single-module wrappers are not levels)."""
     declared = getattr(module, "explain_stages", None)
     if declared:
         names = dict(module.named_modules())
@@ -116,16 +116,20 @@ def select_stages(module: nn.Module, args: tuple, depth: int = 2) -> list[str]:
     stages = []
 
     def walk(prefix: str, mod: nn.Module, level: int):
-        for name, child in mod.named_children():
+        kids = list(mod.named_children())
+        # the one module inside a wrapper (input normalisation, static outputs) is not a level down
+        kid_level = level if len(kids) == 1 else level + 1
+        if kid_level > depth:
+            return
+        for name, child in kids:
             full = f"{prefix}{name}"
             if full in called:
                 stages.append(full)
-                if level < depth:
-                    walk(full + ".", child, level + 1)
+                walk(full + ".", child, kid_level)
             else:  # never called itself (ModuleList, a Sequential run block by block): not a level
-                walk(full + ".", child, level)
+                walk(full + ".", child, kid_level - 1)
 
-    walk("", module, 1)
+    walk("", module, 0)
     return stages
 
 

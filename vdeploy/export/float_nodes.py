@@ -15,9 +15,10 @@ from typing import Sequence
 
 SEARCH_BUDGET_S = 300.0
 # The search aims past the gates by this share of the room left (an AP gate of 0.95 is aimed at
-# 0.955, a prob_abs gate of 0.05 at 0.045): a few held-out images are not the verification ones,
-# and a set that just scrapes through on them fell short in verification (ResNet-50: 0.0456 -> 0.0565).
-MARGIN = 0.1
+# 0.965, a prob_abs gate of 0.05 at 0.035): a few held-out images are not the verification ones,
+# and sets that scraped through on them fell short in verification (ResNet-50 prob_abs 0.0456 ->
+# 0.0565, tiny:shapes_seg mIoU 0.961 -> 0.929 with a margin of 0.1).
+MARGIN = 0.3
 
 
 def _score(metrics: dict, gates, margin: float = 0.0) -> float:
@@ -101,6 +102,6 @@ def choose_float_nodes(quantizer, onnx_path, held_out: Sequence, meta: dict, gat
         if s >= 1.0:
             break
     if best[0] < 1.0:
-        log("int8: no tried set of float layers reaches the int8 gates on the held-out images; "
-            "keeping the best found (verification decides)")
+        log(f"int8: no tried set of float layers reaches the int8 gates with the search's margin ({MARGIN:g} of the "
+            "room left) on the held-out images; keeping the best found (verification decides)")
     return best[1]

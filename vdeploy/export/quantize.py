@@ -58,7 +58,7 @@ def selection_images() -> list[tuple[str, np.ndarray]]:
 
     rng = np.random.default_rng(987)
     return [(f"held-out scene {i}", hard_scene(rng, 640, 480, max_shapes=8, max_r=160)[0]) for i in range(2)] + \
-        [(f"held-out photo-like {i}", synthetic_image(*GENERATED_HW, seed=321 + i)) for i in range(2)]
+        [(f"held-out photo-like {i}", synthetic_image(*hw, seed=321 + i)) for i, hw in enumerate((GENERATED_HW, (360, 500)))]
 
 
 def feeds_for(images, meta: dict) -> list:
@@ -103,9 +103,12 @@ class OnnxQuantizer:
     def __init__(self, src: Path, feeds: list[dict], workdir: Path, log=print):
         import onnx
 
-        self.src, self.feeds, self.workdir, self.log = Path(src), feeds, Path(workdir), log
-        graph = onnx.load(str(self.src), load_external_data=False).graph
-        self.graph = graph
+        self.feeds, self.workdir, self.log = feeds, Path(workdir), log
+        model = onnx.load(str(src))
+        _fold_constant_identities(model)
+        self.src = self.workdir / "float.onnx"
+        onnx.save(model, str(self.src))
+        self.graph = graph = model.graph
         self.input_names = {i.name for i in graph.input} - {init.name for init in graph.initializer}
         self.cache = self.workdir / "calibration.json"
         self._n = 0
@@ -180,6 +183,27 @@ class OnnxQuantizer:
         picked += [n for n in fwd if n in heavy and n not in picked][:near_inputs]
         groups = [("the tail after the last convolutions", tail), ("arithmetic off the feature maps", coords)]
         return [(label, g) for label, g in groups if g] + [(n, [n]) for n in picked]
+
+
+def _fold_constant_identities(model) -> None:
+    """Identity nodes that only rename an initializer (the exporter shares equal constants, a
+    convolution's bias among them) become initializers of their own. A bias the quantizer cannot
+    see as a constant stays float, and onnxruntime then cannot fuse DequantizeLinear -> Conv ->
+    QuantizeLinear into its int8 convolution: the convolution runs in float (measured on
+    ResNet-50: 79 % of the int8 graph's time in float Conv, 1.9x slower than float32)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    keep = []
+    for n in model.graph.node:
+        if n.op_type == "Identity" and n.input[0] in inits:
+            t = numpy_helper.from_array(numpy_helper.to_array(inits[n.input[0]]), n.output[0])
+            model.graph.initializer.append(t)
+            inits[t.name] = t
+        else:
+            keep.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
 
 
 def quantize_openvino(xml: Path, dst_xml: Path, feeds: list[dict], float_onnx_nodes: Sequence[str], log=print) -> None:

@@ -58,9 +58,15 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
     runners = {b: create_backend(b, bundle).load() for b in names}
     refs, gots, refs_1t = [], {b: [] for b in names}, []
     nonfinite: dict[str, list[str]] = {b: [] for b in names}
-    rows = []
+    rows, judged_cases, skipped = [], [], []
     for case, prep in cases:
         raw_ref = ref_backend.infer(prep.inputs)
+        if _nonfinite({}, raw_ref):
+            # PyTorch itself overflows here (e.g. non-local blocks on an image unlike the training
+            # data): there is no reference to judge a backend against on this input
+            skipped.append(f"{case} ({', '.join(_nonfinite({}, raw_ref))})")
+            continue
+        judged_cases.append((case, prep))
         refs.append(postprocess(raw_ref, prep.meta, bundle.meta))
         with _one_thread():
             refs_1t.append(postprocess(ref_backend.infer(prep.inputs), prep.meta, bundle.meta))
@@ -73,6 +79,13 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
             gots[b].append(postprocess(raw, prep.meta, bundle.meta))
             for r in compare_outputs(raw_ref, raw, bundle.task, tolerances):
                 rows.append(dict(r.as_dict(), backend=b, input=case))
+    if skipped:
+        log("PyTorch itself gives non-finite outputs on " + "; ".join(skipped) + ": left out of the gates")
+    if not judged_cases:
+        raise VerificationError("PyTorch itself gives non-finite outputs on every verification input ("
+                                + "; ".join(skipped) + "); give photos like the model's data with --images "
+                                "(or export with --no-verify)")
+    cases = judged_cases
     verdicts, first_failure = {}, None
     judged_by = {b: task.resolve_gates(gates, split_name(b)[1]) for b in names}
     for b in names:
@@ -101,7 +114,8 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
     log("verification " + ("passed" if passed else f"FAILED: {first_failure or 'no backend to compare'}"))
     return {"passed": passed, "first_failure": first_failure or ("" if names else "no backend to compare"),
             "reference": "torch", "task": bundle.task, "gates": [g.describe() for g in task.resolve_gates(gates)],
-            "inputs": [c for c, _ in cases], "backends": verdicts, "reference_noise": noise, "diagnostics": rows}
+            "inputs": [c for c, _ in cases], "inputs_without_reference": skipped, "backends": verdicts,
+            "reference_noise": noise, "diagnostics": rows}
 
 
 @contextlib.contextmanager

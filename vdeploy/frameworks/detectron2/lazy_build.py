@@ -25,6 +25,8 @@ from ...models.detectron2.resnet import ResNet
 from ...models.detectron2.resnet import make_stage
 from ...models.detectron2.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLayers, Res5ROIHeads, StandardROIHeads
 from ...models.detectron2.rpn import RPN, AnchorGenerator, StandardRPNHead
+from ...models.detectron2.mvit import MViT
+from ...models.detectron2.swin import SwinTransformer
 from ...models.detectron2.vit import ViT, SimpleFeaturePyramid
 from . import lazyconfig as lc
 
@@ -46,6 +48,8 @@ _TRAINING_ONLY = {
     "MaskRCNNConvUpsampleHead": {"loss_weight", "vis_period"},
     "KRCNNConvDeconvUpsampleHead": {"loss_weight", "loss_normalizer"},
     "ViT": {"drop_path_rate", "use_act_checkpoint", "rel_pos_zero_init"},
+    "MViT": {"drop_path_rate", "use_act_checkpoint", "rel_pos_zero_init"},
+    "SwinTransformer": {"drop_path_rate", "drop_rate", "attn_drop_rate", "use_checkpoint", "frozen_stages"},
 }
 
 
@@ -66,7 +70,10 @@ class Node:
             if default is _REQUIRED:
                 self.fail(f"needs {key!r}")
             return default
-        return self.data[key]
+        value = self.data[key]
+        if isinstance(value, lc.Unresolved):
+            self.fail(f"{key}: {value.why}")
+        return value
 
     def child(self, key: str, default: Any = _REQUIRED):
         value = self.get(key, default)
@@ -178,6 +185,47 @@ def _vit(n: Node) -> ViT:
                pretrain_img_size=int(n.get("pretrain_img_size", 224)),
                pretrain_use_cls_token=bool(n.get("pretrain_use_cls_token", True)),
                out_feature=str(n.get("out_feature", "last_feat")))
+
+
+def _gelu_only(n: Node) -> None:
+    act = n.get("act_layer", None)
+    if act is not None and not (isinstance(act, lc.Symbol) and act.path.endswith("GELU")):
+        n.fail("act_layer other than nn.GELU is not supported")
+
+
+def _pair(value) -> tuple:
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value), int(value))
+
+
+def _mvit(n: Node) -> MViT:
+    _gelu_only(n)
+    return MViT(img_size=int(n.get("img_size", 224)), patch_kernel=_pair(n.get("patch_kernel", (7, 7))),
+                patch_stride=_pair(n.get("patch_stride", (4, 4))), patch_padding=_pair(n.get("patch_padding", (3, 3))),
+                in_chans=int(n.get("in_chans", 3)), embed_dim=int(n.get("embed_dim", 96)), depth=int(n.get("depth", 16)),
+                num_heads=int(n.get("num_heads", 1)),
+                last_block_indexes=[int(i) for i in n.get("last_block_indexes", (0, 2, 11, 15))],
+                qkv_pool_kernel=_pair(n.get("qkv_pool_kernel", (3, 3))),
+                adaptive_kv_stride=int(n.get("adaptive_kv_stride", 4)),
+                adaptive_window_size=int(n.get("adaptive_window_size", 56)),
+                residual_pooling=bool(n.get("residual_pooling", True)), mlp_ratio=float(n.get("mlp_ratio", 4.0)),
+                qkv_bias=bool(n.get("qkv_bias", True)), norm_eps=_layer_norm_eps(n, "norm_layer"),
+                use_abs_pos=bool(n.get("use_abs_pos", False)), use_rel_pos=bool(n.get("use_rel_pos", True)),
+                pretrain_img_size=int(n.get("pretrain_img_size", 224)),
+                pretrain_use_cls_token=bool(n.get("pretrain_use_cls_token", True)),
+                out_features=tuple(n.get("out_features", ("scale2", "scale3", "scale4", "scale5"))))
+
+
+def _swin(n: Node) -> SwinTransformer:
+    qk_scale = n.get("qk_scale", None)
+    return SwinTransformer(pretrain_img_size=int(n.get("pretrain_img_size", 224)), patch_size=int(n.get("patch_size", 4)),
+                           in_chans=int(n.get("in_chans", 3)), embed_dim=int(n.get("embed_dim", 96)),
+                           depths=[int(d) for d in n.get("depths", (2, 2, 6, 2))],
+                           num_heads=[int(h) for h in n.get("num_heads", (3, 6, 12, 24))],
+                           window_size=int(n.get("window_size", 7)), mlp_ratio=float(n.get("mlp_ratio", 4.0)),
+                           qkv_bias=bool(n.get("qkv_bias", True)), qk_scale=None if qk_scale is None else float(qk_scale),
+                           norm_eps=_layer_norm_eps(n, "norm_layer"), ape=bool(n.get("ape", False)),
+                           patch_norm=bool(n.get("patch_norm", True)),
+                           out_indices=[int(i) for i in n.get("out_indices", (0, 1, 2, 3))])
 
 
 def _top_block(n: Node):
@@ -377,6 +425,8 @@ BUILDERS: dict[str, Callable[[Node], Any]] = {
     "ResNet": _resnet,
     "RegNet": _regnet,
     "ViT": _vit,
+    "MViT": _mvit,
+    "SwinTransformer": _swin,
     "FPN": _fpn,
     "SimpleFeaturePyramid": _simple_feature_pyramid,
     "LastLevelMaxPool": _last_level_max_pool,
@@ -451,12 +501,18 @@ def apply_overrides(names: dict, overrides, source: str) -> None:
         *parents, last = key.split(".")
         node = names
         for p in parents:
-            if not isinstance(node, dict) or p not in node:
+            if isinstance(node, list) and p.isdigit() and int(p) < len(node):
+                node = node[int(p)]
+            elif isinstance(node, dict) and p in node:
+                node = node[p]
+            else:
                 raise ConfigError(f"{source}: override {key}: {p!r} is not set")
-            node = node[p]
-        if not isinstance(node, dict):
-            raise ConfigError(f"{source}: override {key}: {'.'.join(parents)} is not a mapping")
-        node[last] = literal(text)
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = literal(text)
+        elif isinstance(node, dict):
+            node[last] = literal(text)
+        else:
+            raise ConfigError(f"{source}: override {key}: {'.'.join(parents)} has no {last!r}")
 
 
 def _overrides(options: dict) -> list:

@@ -633,6 +633,14 @@ class _Method:
 _INTERP = re.compile(r"^\$\{(\.*)([\w.]*)\}$")
 
 
+@dataclass(frozen=True)
+class Unresolved:
+    """An interpolation whose target is not set: an error only if a builder reads it (training
+    parts may point at keys that the model does not need)."""
+
+    why: str
+
+
 def resolve_interpolations(root: Any, names: dict, where: str) -> Any:
     """Replace OmegaConf's "${..key}" strings in `root` by the values they point to.
 
@@ -648,7 +656,7 @@ def resolve_interpolations(root: Any, names: dict, where: str) -> Any:
             elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             else:
-                raise ConfigError(f"{where}: interpolation {trail!r}: {part!r} is not set")
+                raise LookupError(f"interpolation {trail!r}: {part!r} is not set")
         return node
 
     def walk(node: Any, parents: list, depth: int = 0) -> Any:
@@ -659,12 +667,12 @@ def resolve_interpolations(root: Any, names: dict, where: str) -> Any:
             if not m:
                 return node
             dots, dotted = len(m.group(1)), m.group(2)
-            if dots == 0:
-                value = lookup(names, dotted, node)
-            else:
+            try:
                 if dots > len(parents):
-                    raise ConfigError(f"{where}: interpolation {node!r} goes above the config")
-                value = lookup(parents[-dots], dotted, node)
+                    raise LookupError(f"interpolation {node!r} goes above the config")
+                value = lookup(names if dots == 0 else parents[-dots], dotted, node)
+            except LookupError as e:
+                return Unresolved(str(e))
             return walk(value, parents[: len(parents) - dots + 1] if dots else [], depth + 1)
         if isinstance(node, dict):
             return type(node)({k: walk(v, parents + [node], depth) for k, v in node.items()}) \

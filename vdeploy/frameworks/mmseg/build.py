@@ -141,7 +141,96 @@ def _hrnet(bb: dict, where: str) -> dict:
             "multiscale_output": bool(bb.get("multiscale_output", True))}
 
 
-_BACKBONE_ARGS = {"ResNet": _resnet, "HRNet": _hrnet, "ResNetV1c": _resnet, "ResNetV1d": _resnet,
+def _unet(bb: dict, where: str) -> dict:
+    norm = norm_spec(bb, where, {"type": "BN"})
+    for key in ("dcn", "plugins", "conv_cfg"):
+        if bb.get(key):
+            raise ConfigError(f"{where}.{key} is not supported")
+    up = dict(bb.get("upsample_cfg") or {"type": "InterpConv"})
+    allowed = {"InterpConv": {"type", "conv_first", "kernel_size", "stride", "padding", "upsample_cfg"},
+               "DeconvModule": {"type", "kernel_size", "scale_factor"}}
+    if up.get("type") not in allowed or set(up) - allowed[up["type"]]:
+        raise ConfigError(f"{where}.upsample_cfg {up!r} is not supported (InterpConv or DeconvModule)")
+    if "upsample_cfg" in up:
+        inner = dict(up.pop("upsample_cfg"))
+        if set(inner) - {"scale_factor", "mode", "align_corners"}:
+            raise ConfigError(f"{where}.upsample_cfg.upsample_cfg {inner!r} is not supported")
+        up["upsample"] = inner
+    n = int(bb.get("num_stages", 5))
+    kw = _pick(bb, {"in_channels": 3, "base_channels": 64, "strides": (1,) * 5, "enc_num_convs": (2,) * 5,
+                    "dec_num_convs": (2,) * 4, "downsamples": (True,) * 4, "enc_dilations": (1,) * 5,
+                    "dec_dilations": (1,) * 4})
+    if not (len(kw["strides"]) == len(kw["enc_num_convs"]) == len(kw["enc_dilations"]) == n
+            and len(kw["dec_num_convs"]) == len(kw["downsamples"]) == len(kw["dec_dilations"]) == n - 1):
+        raise ConfigError(f"{where}: strides/enc_* need num_stages entries, dec_*/downsamples num_stages - 1")
+    return dict(kw, num_stages=n, norm=norm, act=act_spec(bb, where, {"type": "ReLU"}), upsample=up)
+
+
+def _bisenetv2(bb: dict, where: str) -> dict:
+    # mmseg never passes the backbone's norm_cfg/act_cfg on to its branches (they keep BN/ReLU),
+    # so those keys change nothing there and are ignored here too.
+    if bb.get("conv_cfg"):
+        raise ConfigError(f"{where}.conv_cfg is not supported")
+    kw = _pick(bb, {"in_channels": 3, "detail_channels": (64, 64, 128), "semantic_channels": (16, 32, 64, 128),
+                    "semantic_expansion_ratio": 6, "bga_channels": 128, "out_indices": (0, 1, 2, 3, 4),
+                    "align_corners": False})
+    if len(kw["detail_channels"]) < 1 or len(kw["semantic_channels"]) < 2:
+        raise ConfigError(f"{where}: detail_channels and semantic_channels are too short")
+    if max(kw["out_indices"]) >= len(kw["semantic_channels"]) + 1:
+        raise ConfigError(f"{where}.out_indices {kw['out_indices']} out of range")
+    return kw
+
+
+def _mobilenet_v2(bb: dict, where: str) -> dict:
+    for key in ("conv_cfg",):
+        if bb.get(key):
+            raise ConfigError(f"{where}.{key} is not supported")
+    kw = _pick(bb, {"widen_factor": 1.0, "strides": (1, 2, 2, 2, 1, 2, 1), "dilations": (1,) * 7,
+                    "out_indices": (1, 2, 4, 6)})
+    if len(kw["strides"]) != 7 or len(kw["dilations"]) != 7 or any(s not in (1, 2) for s in kw["strides"]):
+        raise ConfigError(f"{where}: strides (1 or 2) and dilations need 7 entries")
+    if len(kw["out_indices"]) < 2 or any(i not in range(7) for i in kw["out_indices"]):
+        # mmseg returns a bare tensor for one index, which its heads then index by batch
+        raise ConfigError(f"{where}.out_indices must list at least two of 0..6")
+    return dict(kw, norm=norm_spec(bb, where, {"type": "BN"}), act=act_spec(bb, where, {"type": "ReLU6"}))
+
+
+def _bisenetv1(bb: dict, where: str) -> dict:
+    # As in BiSeNetV2, mmseg's sub-modules keep their BN/ReLU defaults whatever norm_cfg says.
+    if not isinstance(bb.get("backbone_cfg"), dict):
+        raise ConfigError(f"{where} needs a `backbone_cfg` dict")
+    inner = backbone_kwargs(bb["backbone_cfg"], f"{where}.backbone_cfg")
+    if inner["type"] not in _RESNETS or len(inner["out_indices"]) != 4:
+        raise ConfigError(f"{where}.backbone_cfg must be a ResNet with four outputs")
+    kw = _pick(bb, {"in_channels": 3, "spatial_channels": (64, 64, 64, 128), "context_channels": (128, 256, 512),
+                    "out_indices": (0, 1, 2), "out_channels": 256})
+    if len(kw["spatial_channels"]) != 4 or len(kw["context_channels"]) != 3:
+        raise ConfigError(f"{where}: spatial_channels needs 4 entries, context_channels 3")
+    if kw["spatial_channels"][-1] + kw["context_channels"][0] != kw["context_channels"][1]:
+        raise ConfigError(f"{where}: spatial_channels[-1] + context_channels[0] must equal context_channels[1]")
+    if any(i not in range(3) for i in kw["out_indices"]):
+        raise ConfigError(f"{where}.out_indices must be among 0, 1, 2")
+    return dict(kw, backbone=inner)
+
+
+def _icnet(bb: dict, where: str) -> dict:
+    if not isinstance(bb.get("backbone_cfg"), dict):
+        raise ConfigError(f"{where} needs a `backbone_cfg` dict")
+    inner = backbone_kwargs(bb["backbone_cfg"], f"{where}.backbone_cfg")
+    if inner["type"] not in _RESNETS or not inner["deep_stem"]:
+        raise ConfigError(f"{where}.backbone_cfg must be a ResNet with a deep stem (ResNetV1c)")
+    if bb.get("conv_cfg"):
+        raise ConfigError(f"{where}.conv_cfg is not supported")
+    kw = _pick(bb, {"in_channels": 3, "layer_channels": (512, 2048), "light_branch_middle_channels": 32,
+                    "psp_out_channels": 512, "out_channels": (64, 256, 256), "pool_scales": (1, 2, 3, 6),
+                    "align_corners": False})
+    if len(kw["layer_channels"]) != 2 or len(kw["out_channels"]) != 3:
+        raise ConfigError(f"{where}: layer_channels needs 2 entries, out_channels 3")
+    return dict(kw, backbone=inner, norm=norm_spec(bb, where, {"type": "BN"}),
+                act=act_spec(bb, where, {"type": "ReLU"}))
+
+
+_BACKBONE_ARGS = {"ResNet": _resnet, "HRNet": _hrnet, "ICNet": _icnet, "BiSeNetV1": _bisenetv1, "MobileNetV2": _mobilenet_v2, "UNet": _unet, "BiSeNetV2": _bisenetv2, "ResNetV1c": _resnet, "ResNetV1d": _resnet,
                   "MixVisionTransformer": _mit, "SwinTransformer": _swin}
 
 
@@ -224,6 +313,62 @@ def head_kwargs(head: dict, where: str = "model.decode_head") -> dict:
     return kw
 
 
+# --------------------------------------------------------------------------- necks
+
+def _fpn(neck: dict, where: str) -> dict:
+    for key in ("in_channels", "out_channels", "num_outs"):
+        if key not in neck:
+            raise ConfigError(f"{where} needs `{key}`")
+    extra = neck.get("add_extra_convs", False)
+    if extra is True:  # mmseg's spelling of the old boolean
+        extra = "on_input" if neck.get("extra_convs_on_inputs", False) else "on_output"
+    if extra not in (False, "on_input", "on_lateral", "on_output"):
+        raise ConfigError(f"{where}.add_extra_convs {extra!r} is not supported")
+    upsample = dict(neck.get("upsample_cfg") or {"mode": "nearest"})
+    if upsample.get("mode", "nearest") not in ("nearest", "bilinear") or set(upsample) - {"mode", "scale_factor",
+                                                                                          "align_corners"}:
+        raise ConfigError(f"{where}.upsample_cfg {upsample!r} is not supported")
+    in_channels = tuple(neck["in_channels"])
+    end = int(neck.get("end_level", -1))
+    start = int(neck.get("start_level", 0))
+    num_outs = int(neck["num_outs"])
+    if (end == -1 and num_outs < len(in_channels) - start) or (end != -1 and num_outs != end - start):
+        raise ConfigError(f"{where}: num_outs does not fit start_level/end_level")
+    return {"in_channels": in_channels, "out_channels": int(neck["out_channels"]), "num_outs": num_outs,
+            "start_level": start, "end_level": end, "add_extra_convs": extra or "",
+            "relu_before_extra_convs": bool(neck.get("relu_before_extra_convs", False)),
+            "no_norm_on_lateral": bool(neck.get("no_norm_on_lateral", False)),
+            "norm": norm_spec(neck, where), "act": act_spec(neck, where), "upsample": upsample}
+
+
+def _icneck(neck: dict, where: str) -> dict:
+    kw = _pick(neck, {"in_channels": (64, 256, 256), "out_channels": 128, "align_corners": False})
+    if len(kw["in_channels"]) != 3:
+        raise ConfigError(f"{where}.in_channels needs 3 entries")
+    return dict(kw, norm=norm_spec(neck, where, {"type": "BN"}), act=act_spec(neck, where, {"type": "ReLU"}))
+
+
+def _jpu(neck: dict, where: str) -> dict:
+    kw = _pick(neck, {"in_channels": (512, 1024, 2048), "mid_channels": 512, "start_level": 0, "end_level": -1,
+                      "dilations": (1, 2, 4, 8), "align_corners": False})
+    end = len(kw["in_channels"]) if kw["end_level"] == -1 else kw["end_level"]
+    if not 0 <= kw["start_level"] < end <= len(kw["in_channels"]):
+        raise ConfigError(f"{where}: start_level/end_level do not fit in_channels")
+    if neck.get("conv_cfg"):
+        raise ConfigError(f"{where}.conv_cfg is not supported")
+    return dict(kw, norm=norm_spec(neck, where, {"type": "BN"}), act=act_spec(neck, where, {"type": "ReLU"}))
+
+
+_NECK_ARGS = {"FPN": _fpn, "ICNeck": _icneck, "JPU": _jpu}
+
+
+def neck_kwargs(neck: dict, where: str = "model.neck") -> dict:
+    kind = neck.get("type")
+    if kind not in _NECK_ARGS:
+        raise ConfigError(f"{where} type {kind!r} is not supported; expected one of {sorted(_NECK_ARGS)}")
+    return dict(_NECK_ARGS[kind](neck, where), type=kind)
+
+
 def _pair(value, what: str) -> tuple[int, int]:
     if isinstance(value, int):
         value = (value, value)
@@ -269,8 +414,6 @@ def model_kwargs(cfg: dict) -> dict:
     if model.get("type") not in ("EncoderDecoder", "CascadeEncoderDecoder"):
         raise ConfigError(f"model type {model.get('type')!r} is not supported; "
                           "expected 'EncoderDecoder' or 'CascadeEncoderDecoder'")
-    if model.get("neck"):
-        raise ConfigError(f"model.neck {model['neck'].get('type')!r} is not supported")
     pre = model.get("data_preprocessor") or cfg.get("data_preprocessor") or {}
     if "mean" not in pre or "std" not in pre:
         raise ConfigError("model.data_preprocessor needs `mean` and `std`")
@@ -296,6 +439,7 @@ def model_kwargs(cfg: dict) -> dict:
             raise ConfigError(f"model.decode_head {head_kw[0]['type']!r} needs a CascadeEncoderDecoder")
     kw = {"backbone": backbone_kwargs(_section(model, "backbone", "model.")),
           "head": head_kw[-1], "heads": head_kw,
+          "neck": neck_kwargs(model["neck"]) if model.get("neck") else None,
           "mean": [float(v) for v in pre["mean"]], "std": [float(v) for v in pre["std"]],
           "rgb": bool(pre.get("bgr_to_rgb", False)), "mode": mode,
           "resize": resize_policy(test_pipeline(cfg)),
@@ -313,6 +457,8 @@ def build_backbone(kw: dict):
     kind = kw.pop("type")
     if kind in _RESNETS:
         return M.ResNet(**kw)
+    if "backbone" in kw:  # a network inside the backbone (BiSeNetV1's context path)
+        kw["backbone"] = build_backbone(kw["backbone"])
     return getattr(M, kind)(**kw)
 
 
@@ -326,11 +472,16 @@ def build_head(kw: dict):
 
 
 def build_segmentor(kw: dict):
+    from ...models import mmseg as M
     from ...models.mmseg import EncoderDecoder
 
     try:
         heads = [build_head(h) for h in kw.get("heads") or [kw["head"]]]
-        return EncoderDecoder(build_backbone(kw["backbone"]), heads[0] if len(heads) == 1 else heads,
+        neck = None
+        if kw.get("neck"):
+            nkw = dict(kw["neck"])
+            neck = getattr(M, nkw.pop("type"))(**nkw)
+        return EncoderDecoder(build_backbone(kw["backbone"]), heads[0] if len(heads) == 1 else heads, neck=neck,
                               mean=kw["mean"], std=kw["std"], align_corners=kw["head"]["align_corners"],
                               mode=kw["mode"], crop_size=kw.get("crop_size"), stride=kw.get("stride")).eval()
     except ValueError as e:

@@ -76,9 +76,11 @@ def get_abs_pos(abs_pos: torch.Tensor, has_cls_token: bool, hw) -> torch.Tensor:
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+    """Strided conv, channels-last output [B, H, W, C] (ViT: kernel = stride = 16; MViT: 7, 4, pad 3)."""
+
+    def __init__(self, patch_size, in_chans: int, embed_dim: int, stride=None, padding=0):
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=stride or patch_size, padding=padding)
 
     def forward(self, x):
         return self.proj(x).permute(0, 2, 3, 1)
@@ -111,9 +113,9 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     """timm's Mlp (fc1, GELU, fc2), the names detectron2's ViT checkpoints use."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, out: Optional[int] = None):
         super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out or dim)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))

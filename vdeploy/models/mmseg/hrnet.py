@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
-from .layers import BN, norm_layer, resize
+from .layers import BN, Upsample, norm_layer, resize
 from .resnet import BasicBlock, Bottleneck
 
 BLOCKS = {"BASIC": BasicBlock, "BOTTLENECK": Bottleneck}
@@ -34,17 +34,6 @@ def _res_layer(block, inplanes, planes, num_blocks, norm):
     return nn.Sequential(*blocks)
 
 
-class _Upsample(nn.Module):
-    """mmseg's Upsample(scale_factor, bilinear): output size int(size * factor)."""
-
-    def __init__(self, factor: int):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return resize(x, (x.shape[2] * self.factor, x.shape[3] * self.factor), align_corners=False)
-
-
 class HRModule(nn.Module):
     def __init__(self, block, num_blocks: Sequence[int], in_channels: Sequence[int], num_channels: Sequence[int],
                  multiscale_output: bool, norm: dict):
@@ -60,7 +49,7 @@ class HRModule(nn.Module):
                 row: list[Optional[nn.Module]] = []
                 for j in range(n):
                     if j > i:  # lower resolution: 1x1 conv, then upsampled
-                        row.append(_conv_norm(chans[j], chans[i], 1, 1, norm, False, _Upsample(2 ** (j - i))))
+                        row.append(_conv_norm(chans[j], chans[i], 1, 1, norm, False, Upsample(2 ** (j - i), "bilinear", False)))
                     elif j == i:
                         row.append(None)
                     else:  # higher resolution: stride-2 3x3 convs, ReLU between them

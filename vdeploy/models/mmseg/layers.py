@@ -111,11 +111,15 @@ class DepthwiseSeparableConvModule(nn.Module):
     """mmcv's: depthwise ConvModule then pointwise ConvModule (same norm and activation)."""
 
     def __init__(self, cin, cout, kernel_size, stride=1, padding=0, dilation=1, *, norm: Optional[dict] = BN,
-                 act: Optional[dict] = RELU, dw_act: Optional[dict] = "same", pw_act: Optional[dict] = "same"):
+                 act: Optional[dict] = RELU, dw_act: Optional[dict] = "same", pw_act: Optional[dict] = "same",
+                 dw_norm: Optional[dict] = "same", pw_norm: Optional[dict] = "same"):
         super().__init__()
-        self.depthwise_conv = ConvModule(cin, cin, kernel_size, stride, padding, dilation, groups=cin, norm=norm,
+        # "same": mmcv's dw_*/pw_* 'default', i.e. the module-wide norm/act
+        self.depthwise_conv = ConvModule(cin, cin, kernel_size, stride, padding, dilation, groups=cin,
+                                         norm=norm if dw_norm == "same" else dw_norm,
                                          act=act if dw_act == "same" else dw_act)
-        self.pointwise_conv = ConvModule(cin, cout, 1, norm=norm, act=act if pw_act == "same" else pw_act)
+        self.pointwise_conv = ConvModule(cin, cout, 1, norm=norm if pw_norm == "same" else pw_norm,
+                                         act=act if pw_act == "same" else pw_act)
 
     def forward(self, x):
         return self.pointwise_conv(self.depthwise_conv(x))
@@ -125,6 +129,23 @@ def resize(x, size, align_corners: bool = False, mode: str = "bilinear"):
     if mode == "nearest":
         return F.interpolate(x, size=size, mode="nearest")
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
+class Upsample(nn.Module):
+    """mmseg's Upsample(scale_factor, mode): output size int(size * factor). Integer factors
+    multiply the traced size, so that exported graphs stay size-generic."""
+
+    def __init__(self, scale_factor=2, mode="nearest", align_corners=None):
+        super().__init__()
+        self.scale_factor, self.mode, self.align_corners = scale_factor, mode, bool(align_corners)
+
+    def forward(self, x):
+        f = self.scale_factor
+        if float(f).is_integer():
+            size = (x.shape[2] * int(f), x.shape[3] * int(f))
+        else:
+            size = (int(x.shape[2] * f), int(x.shape[3] * f))
+        return resize(x, size, self.align_corners, self.mode)
 
 
 def resize_to(x, like, align_corners: bool):

@@ -23,13 +23,15 @@ from torch import nn
 class EncoderDecoder(nn.Module):
     def __init__(self, backbone: nn.Module, decode_head: nn.Module, *, mean: Sequence[float], std: Sequence[float],
                  align_corners: bool = False, mode: str = "whole", crop_size: Optional[Sequence[int]] = None,
-                 stride: Optional[Sequence[int]] = None):
+                 stride: Optional[Sequence[int]] = None, neck: Optional[nn.Module] = None):
         super().__init__()
         if mode not in ("whole", "slide"):
             raise ValueError(f"test mode {mode!r} is not one of 'whole', 'slide'")
         if mode == "slide" and (crop_size is None or stride is None):
             raise ValueError("slide inference needs crop_size and stride")
         self.backbone = backbone
+        if neck is not None:  # only registered when present: mmseg has no `neck.` keys otherwise
+            self.neck = neck
         # CascadeEncoderDecoder (OCRNet): a list of heads, each after the first refining the
         # previous one's logits (`decode_head.0`, `decode_head.1`, ... as in mmseg)
         self.decode_head = nn.ModuleList(decode_head) if isinstance(decode_head, (list, tuple)) else decode_head
@@ -43,6 +45,8 @@ class EncoderDecoder(nn.Module):
     def encode_decode(self, x):
         """Normalised images -> logits at their own size (mmseg's `encode_decode` + `predict_by_feat`)."""
         feats = self.backbone(x)
+        if hasattr(self, "neck"):
+            feats = self.neck(feats)
         if isinstance(self.decode_head, nn.ModuleList):
             logits = self.decode_head[0](feats)
             for head in self.decode_head[1:]:

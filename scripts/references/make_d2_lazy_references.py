@@ -1,0 +1,90 @@
+"""Reference outputs of detectron2 LazyConfig models, made with the real detectron2.
+
+Run with a Python that has detectron2 (never a vdeploy dependency):
+
+    python scripts/references/make_d2_lazy_references.py CONFIG.py OUT.npz [key=value ...]
+
+The model is `LazyConfig.load` + `instantiate`d, given the deterministic stand-in weights of
+shared/goldens/weights.py (regenerated from its own state-dict keys and shapes, so the reference
+file holds no weights), and run on one golden photo resized as the config's test mapper says
+(the `key=value` overrides shrink it for a quick test). Saved: the key/shape manifest, the
+resized image, the backbone's features and the detections before pasting (boxes in resized-image
+pixels, scores, classes, mask probabilities). tests/test_detectron2_lazyconfig.py compares
+vdeploy's native model against it and skips when the file is absent.
+"""
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.join(HERE, "..", "..", "..", "shared")
+sys.path.insert(0, os.path.join(SHARED, "goldens"))
+from weights import golden_state_dict  # noqa: E402
+
+# detectron2's model_zoo needs pkg_resources only to find its bundled configs: use the zoo's copy
+_pr = types.ModuleType("pkg_resources")
+_pr.resource_filename = lambda pkg, p: os.path.join(SHARED, "zoo", "detectron2", p[len("configs/"):])
+sys.modules.setdefault("pkg_resources", _pr)
+
+from PIL import Image  # noqa: E402
+import detectron2.data.transforms as T  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+
+
+def calibrate_norms(model, images):
+    """Set each batch norm's running statistics to its input's on this image, layer by layer in
+    forward order (as make_d2_goldens.py does for FrozenBN), so activations stay normalised as in
+    a trained network rather than exploding through dozens of stand-in norms. Returns the stats."""
+    names = {m: n for n, m in model.named_modules()}
+    stats, hooks = {}, []
+
+    def pre(mod, inp):
+        x = inp[0]
+        mod.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        mod.running_var.copy_(x.var(dim=(0, 2, 3)))
+        stats[names[mod] + ".running_mean"] = mod.running_mean.numpy().copy()
+        stats[names[mod] + ".running_var"] = mod.running_var.numpy().copy()
+
+    for m in model.backbone.modules():
+        if hasattr(m, "running_mean") and hasattr(m, "running_var") and m.running_mean is not None:
+            hooks.append(m.register_forward_pre_hook(pre))
+    with torch.no_grad():
+        model.backbone(images)
+    for h in hooks:
+        h.remove()
+    return stats
+
+
+def main(config, out, overrides):
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), overrides)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    manifest = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in golden_state_dict(manifest).items()}, strict=True)
+    aug = instantiate(cfg.dataloader.test.mapper.augmentations[0])
+    rgb = np.asarray(Image.open(os.path.join(SHARED, "goldens", "images", "astronaut.png")).convert("RGB"))
+    img = rgb if cfg.model.input_format == "RGB" else rgb[:, :, ::-1]
+    resized = aug.get_transform(img).apply_image(img)
+    h, w = img.shape[:2]
+    inp = {"image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1).copy()), "height": h, "width": w}
+    stats = calibrate_norms(model, model.preprocess_image([inp]).tensor)
+    feats = {}
+    model.backbone.register_forward_hook(lambda m, i, o: feats.update({k: v.detach().numpy() for k, v in o.items()}))
+    with torch.no_grad():
+        inst = model.inference([inp], do_postprocess=False)[0]
+    masks = inst.pred_masks[:, 0].numpy() if inst.has("pred_masks") else np.zeros((0, 0, 0), np.float32)
+    np.savez_compressed(out, manifest=json.dumps(manifest), config=os.path.basename(config),
+                        overrides=json.dumps(overrides), resized=resized.astype(np.uint8),
+                        boxes=inst.pred_boxes.tensor.numpy(), scores=inst.scores.numpy(),
+                        classes=inst.pred_classes.numpy(), mask_probs=masks,
+                        **{f"feature_{k}": v for k, v in feats.items()},
+                        **{f"bn_stats/{k}": v for k, v in stats.items()})
+    print(f"{out}: {len(inst)} detections (top scores {inst.scores[:5].tolist()}), features {[(k, v.shape) for k, v in feats.items()]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

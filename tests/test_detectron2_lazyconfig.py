@@ -1,0 +1,278 @@
+"""detectron2 LazyConfig files: read as data (never run), built into the native models.
+
+- the reader refuses what would need running Python (an `import os`, a call that is not a model
+  constructor, an import reaching outside the config tree), and nothing in the refused file runs;
+- what the zoo's configs do (relative imports, model_zoo.get_config, interpolations, comprehensions,
+  `pop`/`update`, a `def` of a schedule, `for` loops) reads as detectron2 reads it;
+- every LazyConfig of the shared zoo builds or is refused with a one-line UserError;
+- RegNet and ViTDet agree with the real detectron2 (reference files made by
+  scripts/references/make_d2_lazy_references.py; skipped when absent).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vdeploy.errors import ConfigError, UserError  # noqa: E402
+from vdeploy.frameworks import build_model, resolve  # noqa: E402
+from vdeploy.frameworks.detectron2 import lazyconfig as lc  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ZOO = SHARED / "zoo"
+D2_ZOO, PROJECTS = ZOO / "detectron2", ZOO / "detectron2-projects"
+REFS = Path(os.environ.get("VDEPLOY_D2_LAZY_REFS", SHARED / "goldens" / "detectron2_lazy"))
+needs_zoo = pytest.mark.skipif(not D2_ZOO.is_dir(), reason=f"detectron2 zoo configs not found at {D2_ZOO}")
+
+
+def _lazy_configs() -> list[Path]:
+    return sorted(p for root in (D2_ZOO, PROJECTS) if root.is_dir() for p in root.rglob("*.py")
+                  if "common" not in p.parts)
+
+
+# --------------------------------------------------------------------------- refusals
+
+@pytest.fixture
+def tree(tmp_path):
+    """A config tree: common/models/mask_rcnn_fpn.py (the zoo's) and a folder for test configs."""
+    if not D2_ZOO.is_dir():
+        pytest.skip(f"detectron2 zoo configs not found at {D2_ZOO}")
+    root = tmp_path / "configs"
+    shutil.copytree(D2_ZOO / "common", root / "common")
+    (root / "mine").mkdir()
+    return root
+
+
+def _write(root: Path, text: str, name: str = "cfg.py") -> Path:
+    path = root / "mine" / name
+    path.write_text(text)
+    return path
+
+
+HEADER = "from ..common.models.mask_rcnn_fpn import model\n"
+
+
+@pytest.mark.parametrize("body,words", [
+    ("import os\nos.system('touch {mark}')\n", ["import of 'os'", ":2:"]),
+    ("from detectron2.utils.file_io import PathManager\nPathManager.open('{mark}', 'w')\n",
+     ["PathManager.open", "not a known constructor", ":3:"]),
+    ("x = open('{mark}', 'w')\n", ["'open'", ":2:"]),
+    ("f = lambda: 0\nx = f()\n", ["calling 'f'", ":3:"]),
+    ("model.x = __import__('os').system('touch {mark}')\n", ["'__import__'", ":2:"]),
+    ("class A:\n    pass\n", ["class definition", ":2:"]),
+    ("while True:\n    pass\n", ["while loop", ":2:"]),
+    ("def f():\n    open('{mark}', 'w')\nf()\n", ["'open'", ":3:"]),
+    ("from ....outside import model\n", ["outside the config tree"]),
+    ("from detectron2 import model_zoo\nm = model_zoo.get_config('../../outside.py')\n", ["get_config"]),
+    ("model.roi_heads.num_classes = model.__class__\n", ["'__class__'"]),
+    ("x = [0] * 10 ** 9\n", ["too large"]),
+])
+def test_refused_and_nothing_runs(tree, body, words):
+    mark = tree.parent / "MARK"
+    (tree.parent / "outside.py").write_text("model = 1\n")
+    path = _write(tree, HEADER + body.format(mark=mark))
+    assert resolve(str(path)).name == "detectron2-lazyconfig"
+    with pytest.raises(UserError) as e:
+        build_model(str(path))
+    msg = str(e.value)
+    assert isinstance(e.value, ConfigError) and "\n" not in msg
+    assert str(path) in msg or "outside" in msg, msg
+    for w in words:
+        assert w in msg, msg
+    assert not mark.exists()
+
+
+def test_refused_before_anything_is_read(tree):
+    """The imports of the whole file are checked first: a bad one at the end still refuses the file
+    before the imports above it are followed."""
+    path = _write(tree, "from ..common.models.does_not_exist import model\nimport subprocess\n")
+    with pytest.raises(ConfigError, match="does_not_exist"):
+        lc.load(path)
+
+
+def test_unknown_class_in_model_is_refused(tree):
+    path = _write(tree, HEADER + "from detectron2.config import LazyCall as L\n"
+                  "from somewhere_else import Net\n")
+    with pytest.raises(ConfigError, match="import of 'somewhere_else'"):
+        build_model(str(path))
+    path = _write(tree, HEADER + "from detectron2.config import LazyCall as L\n"
+                  "from detectron2.modeling.backbone import EfficientNet\n"
+                  "model.backbone.bottom_up = L(EfficientNet)(depth=3)\n", "unknown.py")
+    with pytest.raises(ConfigError, match=r"model.backbone.bottom_up: class detectron2.modeling.backbone.EfficientNet is not supported"):
+        build_model(str(path))
+
+
+def test_unknown_inference_argument_is_refused_not_ignored(tree):
+    path = _write(tree, HEADER + "model.roi_heads.box_head.dropout = 0.5\n")
+    with pytest.raises(ConfigError, match=r"box_head \(FastRCNNConvFCHead\): argument\(s\) \['dropout'\]"):
+        build_model(str(path))
+
+
+# --------------------------------------------------------------------------- reading
+
+@needs_zoo
+def test_cascade_reads_as_detectron2_does():
+    names = lc.load(PROJECTS / "ViTDet/configs/LVIS/cascade_mask_rcnn_vitdet_b_100ep.py")
+    model = lc.resolve_interpolations(names["model"], names, "x")
+    roi = model["roi_heads"]
+    assert lc.target_name(roi) == "CascadeROIHeads" and "box_head" not in roi and "box_predictor" not in roi
+    assert roi["num_classes"] == 1203
+    preds = roi["box_predictors"]
+    assert [p["box2box_transform"]["weights"] for p in preds] == [(10, 10, 5, 5), (20, 20, 10, 10), (30, 30, 15, 15)]
+    assert {p["num_classes"] for p in preds} == {1203}  # "${...num_classes}" through the list
+    assert {p["test_score_thresh"] for p in preds} == {0.02}  # the file's `for i in range(3)` loop
+    assert model["backbone"]["in_feature"] == "last_feat"  # "${.net.out_feature}"
+    assert model["backbone"]["net"]["window_block_indexes"] == [0, 1, 3, 4, 6, 7, 9, 10]
+    # the training parts are read as data
+    assert names["train"]["max_iter"] == 156250 and names["dataloader"]["test"]["dataset"]["names"] == "lvis_v1_val"
+
+
+@needs_zoo
+def test_schedule_function_and_deletions():
+    names = lc.load(D2_ZOO / "COCO-Detection/fcos_R_50_FPN_1x.py")
+    assert names["lr_multiplier"]["scheduler"]["milestones"] == [60000, 80000, 90000]  # def default_X_scheduler
+    model = names["model"]
+    assert lc.target_name(model) == "FCOS" and "anchor_generator" not in model  # `del model.anchor_generator`
+    assert "num_anchors" not in model["head"]
+
+
+@needs_zoo
+def test_mmseg_configs_stay_with_mmseg():
+    mmseg = sorted((ZOO / "mmseg").rglob("*.py"))[:40]
+    if not mmseg:
+        pytest.skip("no mmseg zoo")
+    claimed = [p for p in mmseg if resolve(str(p)).name == "detectron2-lazyconfig"]
+    assert not claimed
+
+
+# --------------------------------------------------------------------------- the zoo
+
+ZOO_LIGHT = [p for p in _lazy_configs() if not any(t in p.name for t in ("_h_", "_l_", "_mvitv2_b", "_swin_"))]
+
+
+@needs_zoo
+@pytest.mark.parametrize("config", ZOO_LIGHT, ids=lambda p: p.stem)
+def test_zoo_config_builds_or_is_refused_clearly(config):
+    try:
+        dm = build_model(str(config))
+    except UserError as e:
+        msg = str(e)
+        assert "\n" not in msg and str(config.name) in msg or ".py" in msg, msg
+        return
+    spec = dm.spec
+    assert spec["task"] in ("instance_segmentation", "detection", "keypoints")
+    if "vitdet" in config.name:  # LSJ: resize to 1024, pad square 1024
+        assert spec["preprocess"]["resize"]["min_size"] == spec["preprocess"]["resize"]["max_size"] == 1024
+        assert spec["preprocess"]["pad"]["size_divisibility"] == 1024
+        assert spec["inputs"][0]["color"] == "RGB"
+
+
+@needs_zoo
+@pytest.mark.parametrize("config,expected", [
+    ("new_baselines/mask_rcnn_regnetx_4gf_dds_FPN_100ep_LSJ.py", "RegNet"),
+    ("new_baselines/mask_rcnn_regnety_4gf_dds_FPN_400ep_LSJ.py", "RegNet"),
+    ("new_baselines/mask_rcnn_R_101_FPN_200ep_LSJ.py", "ResNet"),
+    ("COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x.py", "ResNet"),
+    ("COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x.py", "ResNet"),
+])
+def test_zoo_builds(config, expected):
+    dm = build_model(str(D2_ZOO / config))
+    bottom_up = getattr(dm.module.backbone, "bottom_up", dm.module.backbone)
+    assert type(bottom_up).__name__ == expected
+    assert dm.provenance["config_format"] == "lazyconfig"
+
+
+# --------------------------------------------------------------------------- against detectron2
+
+def _reference(name: str):
+    path = REFS / f"{name}.npz"
+    if not path.is_file():
+        pytest.skip(f"no reference {path}: make it with scripts/references/make_d2_lazy_references.py "
+                    "(needs the real detectron2) and point VDEPLOY_D2_LAZY_REFS at its folder")
+    return np.load(path)
+
+
+def _overrides(ref) -> list[tuple[str, str]]:
+    return [tuple(o.split("=", 1)) for o in json.loads(str(ref["overrides"]))]
+
+
+def _checkpoint(ref, tmp_path) -> Path:
+    sys.path.insert(0, str(SHARED / "goldens"))
+    from weights import golden_state_dict
+
+    sd = golden_state_dict([(k, s) for k, s in json.loads(str(ref["manifest"]))])
+    sd.update({k[len("bn_stats/"):]: ref[k] for k in ref.files if k.startswith("bn_stats/")})
+    path = tmp_path / "model.pth"
+    torch.save({"model": {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}}, path)
+    return path
+
+
+@pytest.mark.parametrize("name,config", [
+    ("mask_rcnn_regnetx_4gf_dds_FPN_100ep_LSJ", D2_ZOO / "new_baselines/mask_rcnn_regnetx_4gf_dds_FPN_100ep_LSJ.py"),
+    ("mask_rcnn_vitdet_b_100ep", PROJECTS / "ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py"),
+])
+def test_matches_detectron2(name, config, tmp_path):
+    ref = _reference(name)
+    dm = build_model(str(config), str(_checkpoint(ref, tmp_path)), config_overrides=_overrides(ref))
+    spec = dm.spec
+    resized = ref["resized"].astype(np.float32)
+    h, w = resized.shape[:2]
+    div = max(spec["preprocess"]["pad"]["size_divisibility"], 1)
+    hp, wp = -(-h // div) * div, -(-w // div) * div
+    images = np.empty((1, 3, hp, wp), np.float32)
+    images[:] = np.asarray(spec["preprocess"]["normalize"]["mean"], np.float32)[None, :, None, None]
+    images[0, :, :h, :w] = resized.transpose(2, 0, 1)
+    x, im_info = torch.from_numpy(images), torch.tensor([[h, w]], dtype=torch.float32)
+    model = dm.module
+    with torch.no_grad():
+        mean = torch.tensor(spec["preprocess"]["normalize"]["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(spec["preprocess"]["normalize"]["std"]).view(1, -1, 1, 1)
+        feats = model.backbone((x - mean) / std)
+        boxes, scores, classes, masks = (t.numpy() for t in model(x, im_info))
+    for k in ref.files:
+        if k.startswith("feature_"):
+            want, got = ref[k], feats[k[len("feature_"):]].numpy()
+            assert np.abs(got - want).max() <= 1e-3 * max(np.abs(want).max(), 1.0), k
+    assert len(ref["scores"]) > 0, "the reference has no detections: nothing to compare"
+    assert len(scores) == len(ref["scores"])
+    np.testing.assert_allclose(scores, ref["scores"], atol=1e-4)
+    np.testing.assert_array_equal(classes, ref["classes"])
+    np.testing.assert_allclose(boxes, ref["boxes"], atol=1e-2)
+    np.testing.assert_allclose(masks, ref["mask_probs"], atol=1e-3)
+
+
+# --------------------------------------------------------------------------- export
+
+@pytest.mark.slow
+@needs_zoo
+@pytest.mark.parametrize("config,opts", [
+    (D2_ZOO / "new_baselines/mask_rcnn_regnetx_4gf_dds_FPN_100ep_LSJ.py",
+     ["dataloader.test.mapper.augmentations.0.short_edge_length", "320",
+      "model.roi_heads.box_predictor.test_score_thresh", "0.0"]),
+    (PROJECTS / "ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py",
+     ["model.backbone.square_pad", "256", "model.backbone.net.depth", "4",
+      "model.backbone.net.window_block_indexes", "[0,2]", "model.roi_heads.box_predictor.test_score_thresh", "0.0"]),
+], ids=["regnetx", "vitdet"])
+def test_export_verifies_on_onnxruntime_and_openvino(config, opts, tmp_path):
+    """A small input, random weights and a zero score threshold (so there are detections to compare);
+    `vdeploy export` verifies each backend against PyTorch and fails when one disagrees."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    out = tmp_path / "bundle"
+    size = "320x320" if "regnet" in config.name else "256x256"
+    r = subprocess.run([sys.executable, "-m", "vdeploy", "export", str(config), "--format", "onnx,openvino",
+                        "--input-size", size, "--out", str(out), "--opts", *opts],
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "onnxruntime: PASS" in r.stdout and "openvino: PASS" in r.stdout, r.stdout[-3000:]
+    deploy = json.loads((out / "deploy.json").read_text())
+    assert deploy["model"]["task"] == "instance_segmentation"
+    assert not any(s in r.stdout for s in ("0 matched of 0 reference",)), "nothing was compared"

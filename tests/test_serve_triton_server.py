@@ -1,0 +1,192 @@
+"""The repository of `vdeploy export-triton`, served by a real Triton Inference Server.
+
+The server is the `tritonserver` of the nvidia-pytriton wheel, run from a Python environment of its
+own (vdeploy.serve.triton_server.build_env: numpy < 2 for Triton's Python backend), built once and
+kept under VDEPLOY_TEST_CACHE (default ~/.cache/vdeploy-tests). It listens on 127.0.0.1 only, on
+free ports, and is stopped by its PID at the end.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("onnxruntime")
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed (pip install vdeploy[triton])")
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed (pip install vdeploy[triton])")
+
+TASKS = {"det": "tiny:shapes_det", "seg": "tiny:shapes_seg"}
+DELAY_US = 200_000  # long enough that concurrent requests reliably meet in one batch
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VDEPLOY_TEST_CACHE") or Path.home() / ".cache" / "vdeploy-tests")
+
+
+@pytest.fixture(scope="module")
+def triton_env():
+    from vdeploy.serve.triton_server import build_env
+
+    env = cache_dir() / f"triton-env-py{sys.version_info[0]}{sys.version_info[1]}"
+    try:
+        return build_env(env, timeout=900)
+    except Exception as e:  # no network to PyPI, no wheel for this platform: nothing to test against
+        pytest.skip(f"cannot build Triton's Python environment at {env}: {e}")
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode != 0:
+        pytest.skip("exporting the tiny bundles needs torch (the export extra)")
+    root = tmp_path_factory.mktemp("bundles")
+    for name, spec in TASKS.items():
+        r = run_cli("export", spec, "--format", "onnx", "--out", root / name)
+        assert r.returncode == 0, r.stderr
+    return root
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def triton(triton_env, bundles, tmp_path_factory):
+    """One server, one repository per model (Triton takes several --model-repository)."""
+    from vdeploy.serve.triton_server import stop, wait_ready
+
+    root = tmp_path_factory.mktemp("repos")
+    repos = []
+    for name in TASKS:
+        r = run_cli("export-triton", bundles / name, root / name, "--name", name, "--max-batch-size", "4",
+                    "--max-delay-us", str(DELAY_US))
+        assert r.returncode == 0, r.stderr
+        repos.append(root / name)
+    http, grpc = free_ports(2)
+    log = root / "tritonserver.log"
+    with open(log, "wb") as out:  # `vdeploy triton-serve`, as a user runs it
+        process = subprocess.Popen([sys.executable, "-m", "vdeploy", "triton-serve", *map(str, repos), "--env",
+                                    str(triton_env), "--http-port", str(http), "--grpc-port", str(grpc),
+                                    "--metrics-port", "0"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{http}", process, timeout=180)
+    except Exception:
+        stop(process)
+        pytest.fail(f"tritonserver did not come up:\n{log.read_text()[-3000:]}")
+    children = [int(c) for c in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
+    yield {"http": f"127.0.0.1:{http}", "grpc": f"127.0.0.1:{grpc}", "log": log}
+    began = time.monotonic()
+    stop(process, timeout=90)  # SIGTERM by PID; vdeploy triton-serve stops its tritonserver before it exits
+    print(f"triton-serve stopped in {time.monotonic() - began:.1f} s")
+    assert process.returncode is not None
+    assert children and not any(Path(f"/proc/{c}").exists() for c in children), "tritonserver outlived its parent"
+
+
+def shapes_image(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full((int(rng.integers(90, 160)), int(rng.integers(100, 200)), 3), 30, np.uint8)
+    cv2.circle(img, (45, 50), 22, (0, 200, 0), -1)
+    cv2.rectangle(img, (img.shape[1] - 60, 10), (img.shape[1] - 15, 55), (200, 0, 0), -1)
+    return img
+
+
+def infer(module, url, name, blob):
+    client = module.InferenceServerClient(url)
+    inp = module.InferInput("image", [1, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[blob]], dtype=object))
+    try:
+        result = client.infer(name, [inp])
+    finally:
+        client.close()  # an open keep-alive connection holds Triton's shutdown for its exit timeout
+    return {o: result.as_numpy(o) for o in _outputs(name)}
+
+
+def _outputs(name):
+    return ["boxes", "scores", "classes", "image_index", "masks"] if name == "det" else ["label_map"]
+
+
+def vdeploy_predict(bundle, image_file, out):
+    r = run_cli("predict", bundle, image_file, "--out", out, "--backend", "onnxruntime")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_detection_answers_equal_vdeploy_predict(triton, bundles, tmp_path, protocol):
+    image = tmp_path / "shapes.png"
+    cv2.imwrite(str(image), shapes_image(1))
+    want = json.loads(vdeploy_predict(bundles / "det", image, tmp_path / "det.json").read_text())
+    module = httpclient if protocol == "http" else grpcclient
+    got = infer(module, triton[protocol], "det", image.read_bytes())
+    classes = json.loads((bundles / "det" / "deploy.json").read_text())["classes"]
+
+    boxes, scores, labels = got["boxes"][0], got["scores"][0], got["classes"][0]
+    assert len(want) > 0 and boxes.shape == (len(want), 4) and set(got["image_index"][0]) == {0}
+    for k, d in enumerate(sorted(want, key=lambda d: -d["score"])):  # both are in score order
+        x1, y1, x2, y2 = boxes[k]
+        np.testing.assert_allclose([x1, y1, x2 - x1, y2 - y1], d["bbox"], atol=1e-4)
+        assert scores[k] == pytest.approx(d["score"], abs=1e-6)
+        assert classes[labels[k]] == d["category_name"]
+        assert json.loads(got["masks"][0][k]) == d["segmentation"]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_segmentation_answers_equal_vdeploy_predict(triton, bundles, tmp_path, protocol):
+    image = tmp_path / "shapes.png"
+    cv2.imwrite(str(image), shapes_image(2))
+    out = vdeploy_predict(bundles / "seg", image, tmp_path / "maps")
+    want = cv2.imread(str(out / "shapes.png.png"), cv2.IMREAD_UNCHANGED)
+    module = httpclient if protocol == "http" else grpcclient
+    got = infer(module, triton[protocol], "seg", image.read_bytes())["label_map"]
+    assert got.shape == (1, 1)
+    label_map = cv2.imdecode(np.frombuffer(got[0, 0], np.uint8), cv2.IMREAD_UNCHANGED)
+    assert label_map.shape == want.shape == shapes_image(2).shape[:2]
+    np.testing.assert_array_equal(label_map, want)
+    assert len(np.unique(want)) > 1  # the picture has shapes in it, not only background
+
+
+@pytest.mark.parametrize("name", ["det", "seg"])
+def test_dynamic_batching_shows_in_triton_statistics(triton, name):
+    client = httpclient.InferenceServerClient(triton["http"], concurrency=8)
+
+    def stats():
+        return client.get_inference_statistics(name)["model_stats"][0]
+
+    before = stats()
+    blob = cv2.imencode(".png", shapes_image(3))[1].tobytes()
+    inp = httpclient.InferInput("image", [1, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[blob]], dtype=object))
+    pending = [client.async_infer(name, [inp]) for _ in range(8)]
+    answers = [p.get_result(timeout=120) for p in pending]
+    after = stats()
+    client.close()
+    assert all(a.as_numpy(_outputs(name)[0]) is not None for a in answers)
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert inferences == 8 and executions < 8, (inferences, executions)
+    assert max(int(b["batch_size"]) for b in after["batch_stats"]) > 1
+    assert int(after["inference_stats"]["queue"]["count"]) >= 8
+
+
+def test_a_bad_request_fails_alone(triton):
+    client = httpclient.InferenceServerClient(triton["http"])
+    for blobs, reason in [([[b"junk"]], "decodable"), ([[b"a"], [b"b"]], "one image per request")]:
+        inp = httpclient.InferInput("image", [len(blobs), 1], "BYTES")
+        inp.set_data_from_numpy(np.array(blobs, dtype=object))
+        with pytest.raises(Exception, match=reason):
+            client.infer("det", [inp])
+    assert client.is_model_ready("det")
+    client.close()
