@@ -76,9 +76,10 @@ def shapes_part(out: Path) -> Path:
     gt = json.loads(ann.read_text())
     scenes = [ann.parent / "images" / im["file_name"] for im in gt["images"][:6]]
     bundle = out / "mask_rcnn_shapes"
-    print("\n== 1. a small detectron2 Mask R-CNN trained here on generated shapes scenes (demo/shapes/)", flush=True)
+    print("\n== 1. a small detectron2 Mask R-CNN trained from scratch on generated shapes scenes by "
+          "scripts/train_maskrcnn.py (demo/shapes/: config, checkpoint, train_log.txt)", flush=True)
     vdeploy("export", SHAPES_CONFIG, "--weights", SHAPES_WEIGHTS, "--format", "onnx,openvino", "--out", bundle,
-            "--images", *scenes[:2])
+            "--images", scenes[0])
     vdeploy("predict", bundle, *scenes, "--backend", "onnxruntime", "--out", out / "shapes_results.json",
             "--save-vis", out / "vis" / "shapes", "--score-thr", 0.5)
     # detectron2 configs carry no class names (detectron2 takes them from its dataset registry):

@@ -218,6 +218,8 @@ def _checkpoint(ref, tmp_path) -> Path:
 @pytest.mark.parametrize("name,config", [
     ("mask_rcnn_regnetx_4gf_dds_FPN_100ep_LSJ", D2_ZOO / "new_baselines/mask_rcnn_regnetx_4gf_dds_FPN_100ep_LSJ.py"),
     ("mask_rcnn_vitdet_b_100ep", PROJECTS / "ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py"),
+    ("cascade_mask_rcnn_mvitv2_t_3x", PROJECTS / "MViTv2/configs/cascade_mask_rcnn_mvitv2_t_3x.py"),
+    ("cascade_mask_rcnn_swin_b_in21k_50ep", PROJECTS / "ViTDet/configs/COCO/cascade_mask_rcnn_swin_b_in21k_50ep.py"),
 ])
 def test_matches_detectron2(name, config, tmp_path):
     ref = _reference(name)

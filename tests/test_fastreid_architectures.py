@@ -122,7 +122,7 @@ def test_unsupported_combinations_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="INPUT.SIZE_TEST .* differs from INPUT.SIZE_TRAIN"):
         model_kwargs(load_config(cfg))
     cfg.write_text("MODEL:\n  META_ARCHITECTURE: MGN\n  BACKBONE:\n    DEPTH: 18x\n")
-    with pytest.raises(ConfigError, match="MGN needs a bottleneck ResNet"):
+    with pytest.raises(ConfigError, match="DEPTH below 50x is not supported with MGN"):
         build_reid_model(**model_kwargs(load_config(cfg)))
 
 

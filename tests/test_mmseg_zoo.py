@@ -1,7 +1,7 @@
 """MMSegmentation zoo architectures without mmseg: SegFormer (MiT), UPerNet-Swin, the
 attention heads on ResNet (DANet, CCNet, NonLocal, GCNet, ANN, EMANet, DNLNet, APCNet, DMNet,
 ISANet, PSANet, EncNet, UPerNet), HRNet (FCN, OCRNet), OCRNet on ResNet, semantic FPN, UNet,
-BiSeNetV1/V2 and MobileNetV2. Built from mmseg 1.2.2's own zoo configs; checked for
+BiSeNetV1/V2, MobileNetV2, ICNet and FastFCN (JPU). Built from mmseg 1.2.2's own zoo configs; checked for
 
 - the state-dict names and shapes of mmseg's own model (recorded from mmseg 1.2.2 in
   tests/data/references/mmseg_state_dict_keys.json.gz), so that its checkpoints load unchanged;
@@ -52,6 +52,8 @@ CONFIGS = {
     "bisenetv2": "bisenetv2/bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py",
     "mobilenet_v2": "mobilenet_v2/mobilenet-v2-d8_deeplabv3plus_4xb4-160k_ade20k-512x512.py",
     "bisenetv1": "bisenetv1/bisenetv1_r18-d32_4xb4-160k_cityscapes-1024x1024.py",
+    "icnet": "icnet/icnet_r18-d8_4xb2-80k_cityscapes-832x832.py",
+    "fastfcn_jpu": "fastfcn/fastfcn_r50-d32_jpu_psp_4xb4-80k_ade20k-512x512.py",
 }
 
 

@@ -134,7 +134,7 @@ def test_python_variant_is_one_model_holding_the_bundle(small_classifier_bundle,
     assert cfg.backend == "python" and cfg.max_batch_size == 4 and cfg.dynamic_batching.max_queue_delay_microseconds == 5000
     assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("image", "TYPE_STRING", [1])]
     assert [(o.name, o.data_type) for o in cfg.output] == [("probs", "TYPE_FP32")]
-    assert cfg.parameters["threads"].string_value == "2" and cfg.instance_group[0].count == 2
+    assert str(cfg.parameters["threads"].string_value) == "2" and cfg.instance_group[0].count == 2
     # the ensemble's own options are refused for it
     bad = run_cli("export-triton", small_classifier_bundle.path, tmp_path / "e", "--variant", "ensemble", "--threads", "2")
     assert bad.returncode == 2 and "python variant" in bad.stderr

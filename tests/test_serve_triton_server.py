@@ -190,3 +190,20 @@ def test_a_bad_request_fails_alone(triton):
             client.infer("det", [inp])
     assert client.is_model_ready("det")
     client.close()
+
+
+def test_bench_serve_sweeps_concurrency_against_triton(triton, tmp_path):
+    image = tmp_path / "shapes.png"
+    cv2.imwrite(str(image), shapes_image(4))
+    out = tmp_path / "sweep.json"
+    r = run_cli("bench", "--serve", f"http://{triton['http']}/v2/models/seg", "--concurrency", "1,2",
+                "--duration", "2", "--images", image, "--json", out)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert [row["concurrency"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["errors"] == 0 and row["answers"] > 0 and row["throughput"] > 0
+        lat = row["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+        # Triton reports where the time went; these are its numbers, not ours
+        assert row["server_ms"]["compute"] > 0 and row["server_ms"]["queue"] >= 0

@@ -5,7 +5,7 @@ HELP = "Latency, throughput and memory of every backend of a bundle, PyTorch eag
 
 
 def add_arguments(p):
-    p.add_argument("source", help="bundle folder (or a model spec, run through PyTorch)")
+    p.add_argument("source", nargs="?", help="bundle folder (or a model spec, run through PyTorch); not with --serve")
     p.add_argument("--backends", help="comma-separated (default: torch when installed, then every format in the bundle)")
     p.add_argument("--batch", default="1", help="batch sizes, e.g. 1,2,4")
     p.add_argument("--threads", type=int, help="intra-op threads per backend (default: all cores)")
@@ -22,6 +22,11 @@ def add_arguments(p):
     p.add_argument("--weights", help="checkpoint when SOURCE is a model spec")
     p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     p.add_argument("--plot", metavar="FILE", help="write a bar chart PNG of latency per backend")
+    p.add_argument("--serve", metavar="URL", help="bench a running server instead (vdeploy serve, Triton): "
+                   "http://HOST:PORT[/v2/models/NAME]; a concurrency sweep over the Open Inference Protocol")
+    p.add_argument("--model", help="--serve: the model's name (default: the server's only model)")
+    p.add_argument("--concurrency", default="1,2,4,8", help="--serve: clients in flight, e.g. 1,2,4,8")
+    p.add_argument("--duration", type=float, default=10.0, help="--serve: measured seconds per concurrency")
 
 
 def _default_backends(source: str) -> list[str]:
@@ -45,6 +50,10 @@ def run(args) -> int:
     from ..runtime.io import atomic_write_json
     from .common import expand_images, parse_list, parse_size
 
+    if args.serve:
+        return _run_serve(args)
+    if not args.source:
+        raise UserError("give a bundle or model spec to bench, or --serve URL")
     try:
         batches = [int(b) for b in parse_list(args.batch)]
     except ValueError:
@@ -73,3 +82,38 @@ def run(args) -> int:
     if args.plot:
         plot_rows(rows, args.plot)
     return 0
+
+
+def _run_serve(args) -> int:
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..bench.serve_sweep import SweepConfig, print_sweep, run_sweep
+    from ..runtime.io import atomic_write_json
+    from .common import expand_images, parse_list, parse_size
+
+    if args.source:
+        raise UserError("--serve benches a server: give no bundle (name the model with --model)")
+    try:
+        levels = [int(c) for c in parse_list(args.concurrency)]
+    except ValueError:
+        raise UserError(f"--concurrency must be integers like 1,2,4,8, got {args.concurrency!r}") from None
+    if not levels or any(c < 1 or c > 256 for c in levels) or not 0 < args.duration <= 600:
+        raise UserError("--concurrency must be 1..256 and --duration in (0, 600] seconds")
+    images = expand_images(args.images) if args.images else []
+    image = Path(images[0]).read_bytes() if images else _synthetic_png(parse_size(args.image_size, "--image-size"))
+    cfg = SweepConfig(args.serve, args.model, levels, args.duration, min(2.0, args.duration), image)
+    rows = run_sweep(cfg)
+    print_sweep(rows)
+    if args.json:
+        atomic_write_json(args.json, rows)
+    return 1 if any(r["errors"] for r in rows) else 0
+
+
+def _synthetic_png(size) -> bytes:
+    import cv2
+    import numpy as np
+
+    h, w = size or (480, 640)
+    rng = np.random.default_rng(0)
+    return cv2.imencode(".png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))[1].tobytes()

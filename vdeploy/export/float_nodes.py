@@ -2,9 +2,10 @@
 
 The fully quantized graph is compared with the float32 graph on held-out images by the task's own
 agreement figures and held to its int8 gates. When it falls short, each candidate layer (the
-convolutions / matrix products nearest the outputs and the input: quantizer.candidates) is
-restored to float on its own and the recovery measured; then the layers are restored greedily,
-best recovery first, until the gates hold. Bounded by SEARCH_BUDGET_S: calibration is done once
+convolutions / matrix products nearest the outputs and the input, the post-processing tail, the
+arithmetic on boxes: quantizer.candidates) is restored to float and the recovery measured; the
+best is kept in float and the others measured again on top of it (greedy forward selection),
+until the gates hold. Bounded by SEARCH_BUDGET_S: calibration is done once
 and cached, so each trial costs one graph rewrite and a few inferences.
 """
 from __future__ import annotations
@@ -79,26 +80,31 @@ def choose_float_nodes(quantizer, onnx_path, held_out: Sequence, meta: dict, gat
     log(f"int8, every layer quantized: {_fmt(metrics)} on {len(held_out)} held-out images")
     if score >= 1.0:
         return []
-    recovery = []
-    for label, group in quantizer.candidates():
-        if time.monotonic() - start > budget_s:
-            log(f"float-layer search: time budget ({budget_s:.0f} s) spent after {len(recovery)} candidates")
-            break
-        s, m = judge(quantizer.quantize(group))
-        recovery.append((s - score, label, group))
-        log(f"  {label} in float ({len(group)} op(s)): {_fmt(m)}")
-        if s >= 1.0 and len(group) == 1:
-            break  # one layer suffices: the cheapest answer
+    # Greedy forward selection: each round restores every remaining candidate on top of the layers
+    # already kept in float and keeps the one that recovers most (a layer whose error is masked by a
+    # worse one shows its worth only once that one is fixed).
+    remaining = list(quantizer.candidates())
     keep: list[str] = []
     best = (score, [])
-    for gain, label, group in sorted(recovery, key=lambda r: -r[0]):
-        if gain <= 0 or time.monotonic() - start > 2 * budget_s:
+    while remaining:
+        trials = []
+        for label, group in remaining:
+            if time.monotonic() - start > budget_s:
+                break
+            s, m = judge(quantizer.quantize(keep + group))
+            trials.append((s, label, group))
+            log(f"  {label} in float ({len(group)} op(s)){' too' if keep else ''}: {_fmt(m)}")
+            if s >= 1.0:
+                break  # enough: the first that suffices is the cheapest answer of this round
+        if not trials or max(t[0] for t in trials) <= best[0]:
+            if time.monotonic() - start > budget_s:
+                log(f"float-layer search: time budget ({budget_s:.0f} s) spent")
             break
+        s, label, group = max(trials, key=lambda t: t[0])
         keep += group
-        s, m = judge(quantizer.quantize(keep))
-        log(f"int8 with {label} in float too: {_fmt(m)}")
-        if s > best[0]:
-            best = (s, list(keep))
+        best = (s, list(keep))
+        remaining = [(lb, g) for lb, g in remaining if lb != label]
+        log(f"int8 keeps {label} in float")
         if s >= 1.0:
             break
     if best[0] < 1.0:

@@ -37,6 +37,11 @@ def check_precisions(precisions: Sequence[str], formats: Sequence[str]) -> None:
             engines = [f for f in ("onnx", "openvino", "torchscript") if p in _served(f)]
             torch_too = f" (and PyTorch as torch-{p})" if p in RUNTIME_PRECISIONS.get("openvino", ()) else ""
             raise UserError(f"--precision {p} runs on {', '.join(engines)}{torch_too}; add it to --format")
+    if "int8" in precisions and "openvino" in formats:
+        import importlib.util
+
+        if importlib.util.find_spec("nncf") is None:  # before any export work, not after it
+            raise UserError("--precision int8 with --format openvino needs NNCF: pip install 'vdeploy[quant]'")
 
 
 def mark_runtime_precisions(meta: dict, precisions: Sequence[str]) -> None:

@@ -163,7 +163,9 @@ def spec_for(kw: dict, out_dim: int) -> dict:
         },
         "postprocess": {"type": "embedding"},
         "outputs": [{"name": "features", "shape": ["N", out_dim],
-                     "meaning": "re-ID embedding (BNNeck output), not L2-normalised"}],
+                     "meaning": "re-ID embedding (BNNeck output), not L2-normalised" if kw.get("arch") != "MGN" else
+                     "re-ID embedding: MGN's 8 heads (b1, b2, b3, b21, b22, b31, b32, b33) concatenated, "
+                     "not L2-normalised"}],
     }
 
 

@@ -29,7 +29,7 @@ class MGN(nn.Module):
     def __init__(self, resnet: ResNet, make_head, norm: str, with_se: bool, pixel_mean, pixel_std):
         super().__init__()
         if not isinstance(resnet.layer4[0], Bottleneck):
-            raise ValueError("MGN needs a bottleneck ResNet (MODEL.BACKBONE.DEPTH 50x or deeper)")
+            raise ValueError("MODEL.BACKBONE.DEPTH below 50x is not supported with MGN (it needs bottleneck blocks)")
         self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
                                       resnet.layer1, resnet.layer2, resnet.layer3[0])
         res_conv4 = nn.Sequential(*resnet.layer3[1:])
