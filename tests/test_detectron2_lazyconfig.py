@@ -74,6 +74,8 @@ HEADER = "from ..common.models.mask_rcnn_fpn import model\n"
     ("from detectron2 import model_zoo\nm = model_zoo.get_config('../../outside.py')\n", ["get_config"]),
     ("model.roi_heads.num_classes = model.__class__\n", ["'__class__'"]),
     ("x = [0] * 10 ** 9\n", ["too large"]),
+    ("l = [0]\n" + "l = [l, l]\n" * 40 + "model.roi_heads.extra = l\n", ["too large"]),
+    ("l = []\nl.append(l)\nmodel.roi_heads.box_head.conv_dims = l\n", ["nested too deeply"]),
 ])
 def test_refused_and_nothing_runs(tree, body, words):
     mark = tree.parent / "MARK"
@@ -88,6 +90,15 @@ def test_refused_and_nothing_runs(tree, body, words):
     for w in words:
         assert w in msg, msg
     assert not mark.exists()
+
+
+def test_deep_expression_is_refused_not_crashed(tree):
+    path = _write(tree, HEADER + "x = " + "-" * 200000 + "1\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        lc.load(path)
+    from vdeploy.frameworks.detectron2.lazy_source import claims
+
+    assert not claims(str(path))  # unreadable: not claimed, and the claim check itself does not crash
 
 
 def test_refused_before_anything_is_read(tree):
@@ -220,6 +231,7 @@ def _checkpoint(ref, tmp_path) -> Path:
     ("mask_rcnn_vitdet_b_100ep", PROJECTS / "ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py"),
     ("cascade_mask_rcnn_mvitv2_t_3x", PROJECTS / "MViTv2/configs/cascade_mask_rcnn_mvitv2_t_3x.py"),
     ("cascade_mask_rcnn_swin_b_in21k_50ep", PROJECTS / "ViTDet/configs/COCO/cascade_mask_rcnn_swin_b_in21k_50ep.py"),
+    ("retinanet_R_50_FPN_1x", D2_ZOO / "COCO-Detection/retinanet_R_50_FPN_1x.py"),
 ])
 def test_matches_detectron2(name, config, tmp_path):
     ref = _reference(name)
@@ -238,7 +250,8 @@ def test_matches_detectron2(name, config, tmp_path):
         mean = torch.tensor(spec["preprocess"]["normalize"]["mean"]).view(1, -1, 1, 1)
         std = torch.tensor(spec["preprocess"]["normalize"]["std"]).view(1, -1, 1, 1)
         feats = model.backbone((x - mean) / std)
-        boxes, scores, classes, masks = (t.numpy() for t in model(x, im_info))
+        outputs = [t.numpy() for t in model(x, im_info)]
+    boxes, scores, classes = outputs[:3]
     for k in ref.files:
         if k.startswith("feature_"):
             want, got = ref[k], feats[k[len("feature_"):]].numpy()
@@ -248,7 +261,8 @@ def test_matches_detectron2(name, config, tmp_path):
     np.testing.assert_allclose(scores, ref["scores"], atol=1e-4)
     np.testing.assert_array_equal(classes, ref["classes"])
     np.testing.assert_allclose(boxes, ref["boxes"], atol=1e-2)
-    np.testing.assert_allclose(masks, ref["mask_probs"], atol=1e-3)
+    if len(outputs) > 3:
+        np.testing.assert_allclose(outputs[3], ref["mask_probs"], atol=1e-3)
 
 
 # --------------------------------------------------------------------------- export

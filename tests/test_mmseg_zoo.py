@@ -176,7 +176,8 @@ def agreement(a, b):
 QUICK = ("segformer", "upernet_swin", "danet", "ccnet", "psanet", "ocrnet_hrnet", "hrnet_fcn", "bisenetv2", "unet")
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CONFIGS)])
+@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(CONFIGS)])
 def test_exports_run_on_onnxruntime_and_openvino(tmp_path, name):
     ort = pytest.importorskip("onnxruntime")
     model = randomize(build(name)).eval()
@@ -201,3 +202,30 @@ def test_exports_run_on_onnxruntime_and_openvino(tmp_path, name):
     got = compiled([img.numpy()])[compiled.output(0)]
     err, agree = agreement(got, want)
     assert err < 1e-3 and agree > 0.999, (err, agree)
+
+
+# --------------------------------------------------------------------------- config edge
+
+def _with(name, edit):
+    zoo_or_skip()
+    cfg = load_config(ZOO / CONFIGS[name])
+    edit(cfg["model"])
+    return cfg
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    # OCRHead refines a previous head's logits: alone it has nothing to refine
+    ("ocrnet_hrnet", lambda m: m.update(type="EncoderDecoder", decode_head=m["decode_head"][1]),
+     "needs a CascadeEncoderDecoder"),
+    ("ocrnet_hrnet", lambda m: m["decode_head"].reverse(), "cannot refine logits"),
+    ("hrnet_fcn", lambda m: m["backbone"]["extra"]["stage2"].update(num_blocks=(4,)), "num_branches entries"),
+    ("unet", lambda m: m["backbone"].update(upsample_cfg={"type": "PixelShuffle"}), "upsample_cfg"),
+    ("sem_fpn", lambda m: m["neck"].update(type="NASFPN"), "model.neck type 'NASFPN' is not supported"),
+    ("mobilenet_v2", lambda m: m["backbone"].update(out_indices=(6,)), "at least two"),
+])
+def test_unsupported_settings_are_one_line_config_errors(name, edit, message):
+    from vdeploy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as info:
+        model_kwargs(_with(name, edit))
+    assert "\n" not in str(info.value)

@@ -5,6 +5,7 @@ own (vdeploy.serve.triton_server.build_env: numpy < 2 for Triton's Python backen
 kept under VDEPLOY_TEST_CACHE (default ~/.cache/vdeploy-tests). It listens on 127.0.0.1 only, on
 free ports, and is stopped by its PID at the end.
 """
+import importlib.util
 import json
 import os
 import socket
@@ -21,7 +22,21 @@ from conftest import run_cli
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed (pip install vdeploy[triton])")
-grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed (pip install vdeploy[triton])")
+# tritonclient.grpc registers the inference protos that KServe (imported by the serve tests) also
+# registers: in one process the second registration fails, so the gRPC client runs in its own.
+HAVE_GRPC = importlib.util.find_spec("tritonclient.grpc") is not None
+GRPC_INFER = """
+import sys, numpy as np, tritonclient.grpc as g
+url, name, blob_file, out, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5].split(",")
+client = g.InferenceServerClient(url)
+inp = g.InferInput("image", [1, 1], "BYTES")
+inp.set_data_from_numpy(np.array([[open(blob_file, "rb").read()]], dtype=object))
+try:
+    result = client.infer(name, [inp])
+finally:
+    client.close()
+np.savez(out, **{n: result.as_numpy(n) for n in names})
+"""
 
 TASKS = {"det": "tiny:shapes_det", "seg": "tiny:shapes_seg"}
 DELAY_US = 200_000  # long enough that concurrent requests reliably meet in one batch
@@ -103,7 +118,16 @@ def shapes_image(seed: int) -> np.ndarray:
     return img
 
 
-def infer(module, url, name, blob):
+def infer(protocol, url, name, blob, tmp_path):
+    if protocol == "grpc":
+        if not HAVE_GRPC:
+            pytest.skip("tritonclient[grpc] is not installed (pip install vdeploy[triton])")
+        (tmp_path / "blob").write_bytes(blob)
+        subprocess.run([sys.executable, "-c", GRPC_INFER, url, name, str(tmp_path / "blob"), str(tmp_path / "out.npz"),
+                        ",".join(_outputs(name))], check=True, capture_output=True, timeout=300)
+        with np.load(tmp_path / "out.npz", allow_pickle=True) as z:
+            return {k: z[k] for k in z.files}
+    module = httpclient
     client = module.InferenceServerClient(url)
     inp = module.InferInput("image", [1, 1], "BYTES")
     inp.set_data_from_numpy(np.array([[blob]], dtype=object))
@@ -129,8 +153,7 @@ def test_detection_answers_equal_vdeploy_predict(triton, bundles, tmp_path, prot
     image = tmp_path / "shapes.png"
     cv2.imwrite(str(image), shapes_image(1))
     want = json.loads(vdeploy_predict(bundles / "det", image, tmp_path / "det.json").read_text())
-    module = httpclient if protocol == "http" else grpcclient
-    got = infer(module, triton[protocol], "det", image.read_bytes())
+    got = infer(protocol, triton[protocol], "det", image.read_bytes(), tmp_path)
     classes = json.loads((bundles / "det" / "deploy.json").read_text())["classes"]
 
     boxes, scores, labels = got["boxes"][0], got["scores"][0], got["classes"][0]
@@ -149,8 +172,7 @@ def test_segmentation_answers_equal_vdeploy_predict(triton, bundles, tmp_path, p
     cv2.imwrite(str(image), shapes_image(2))
     out = vdeploy_predict(bundles / "seg", image, tmp_path / "maps")
     want = cv2.imread(str(out / "shapes.png.png"), cv2.IMREAD_UNCHANGED)
-    module = httpclient if protocol == "http" else grpcclient
-    got = infer(module, triton[protocol], "seg", image.read_bytes())["label_map"]
+    got = infer(protocol, triton[protocol], "seg", image.read_bytes(), tmp_path)["label_map"]
     assert got.shape == (1, 1)
     label_map = cv2.imdecode(np.frombuffer(got[0, 0], np.uint8), cv2.IMREAD_UNCHANGED)
     assert label_map.shape == want.shape == shapes_image(2).shape[:2]

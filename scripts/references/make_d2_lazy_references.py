@@ -75,7 +75,13 @@ def main(config, out, overrides):
     feats = {}
     model.backbone.register_forward_hook(lambda m, i, o: feats.update({k: v.detach().numpy() for k, v in o.items()}))
     with torch.no_grad():
-        inst = model.inference([inp], do_postprocess=False)[0]
+        if hasattr(model, "forward_inference"):  # dense detectors (RetinaNet): boxes before rescaling
+            images = model.preprocess_image([inp])
+            features = model.backbone(images.tensor)
+            features = [features[f] for f in model.head_in_features]
+            inst = model.forward_inference(images, features, model.head(features))[0]
+        else:
+            inst = model.inference([inp], do_postprocess=False)[0]
     masks = inst.pred_masks[:, 0].numpy() if inst.has("pred_masks") else np.zeros((0, 0, 0), np.float32)
     np.savez_compressed(out, manifest=json.dumps(manifest), config=os.path.basename(config),
                         overrides=json.dumps(overrides), resized=resized.astype(np.uint8),

@@ -13,8 +13,6 @@ import json
 import os
 import tempfile
 
-import numpy as np
-
 
 def _feed(bundle_path: str, backend: str, hw):
     from ..runtime.predictor import Predictor

@@ -34,6 +34,8 @@ _REQUIRED = object()
 # Arguments only training reads, per class (anything else unknown is refused).
 _TRAINING_ONLY = {
     "GeneralizedRCNN": {"vis_period"},
+    "RetinaNet": {"anchor_matcher", "focal_loss_alpha", "focal_loss_gamma", "smooth_l1_beta", "box_reg_loss_type",
+                  "vis_period"},
     "ResNet": {"freeze_at"},
     "RegNet": {"freeze_at"},
     "RPN": {"anchor_matcher", "batch_size_per_image", "positive_fraction", "smooth_l1_beta", "loss_weight",
@@ -411,6 +413,44 @@ def _res5_roi_heads(n: Node) -> Res5ROIHeads:
                         mask_head=mask_head)
 
 
+def _retinanet(n: Node):
+    from ...models.detectron2.box_ops import Box2BoxTransform
+    from ...models.detectron2.retinanet import RetinaNet, RetinaNetHead
+
+    if n.get("input_format", "BGR") not in ("BGR", "RGB"):
+        n.fail("input_format must be BGR or RGB")
+    backbone = n.child("backbone")
+    shapes = backbone.output_shape()
+    in_features = list(n.get("head_in_features"))
+    missing = [f for f in in_features if f not in shapes]
+    if missing:
+        n.fail(f"head_in_features {missing} are not backbone outputs {list(shapes)}")
+    channels = {shapes[f].channels for f in in_features}
+    if len(channels) != 1:
+        n.fail("head_in_features differ in channels")
+    h = n.child_node("head", ("RetinaNetHead",))
+    h.get("input_shape")
+    dims = [int(d) for d in h.get("conv_dims")]
+    if any(d != next(iter(channels)) for d in dims) or h.get("norm", ""):
+        h.fail("only head convs as wide as the input and no norm are supported")
+    anchors = anchors_of(n)
+    if len(set(anchors.num_anchors)) != 1 or anchors.num_anchors[0] != int(h.get("num_anchors")):
+        h.fail(f"num_anchors must match the anchor generator's {anchors.num_anchors[0]} on every level")
+    num_classes = int(n.get("num_classes"))
+    if int(h.get("num_classes")) != num_classes:
+        h.fail("num_classes differs from the model's")
+    head = RetinaNetHead(in_channels=channels.pop(), num_classes=num_classes, num_anchors=anchors.num_anchors[0],
+                         num_convs=len(dims), prior_prob=float(h.get("prior_prob", 0.01)))
+    h.finish()
+    return RetinaNet(backbone=backbone, head=head, anchors=anchors, head_in_features=in_features,
+                     num_classes=num_classes, box_transform=Box2BoxTransform(_weights(n, "box2box_transform", (1, 1, 1, 1))),
+                     pixel_mean=[float(v) for v in n.get("pixel_mean")], pixel_std=[float(v) for v in n.get("pixel_std")],
+                     score_thresh=float(n.get("test_score_thresh", 0.05)),
+                     topk_candidates=int(n.get("test_topk_candidates", 1000)),
+                     nms_thresh=float(n.get("test_nms_thresh", 0.5)),
+                     max_detections=int(n.get("max_detections_per_image", 100)))
+
+
 def _generalized_rcnn(n: Node) -> GeneralizedRCNN:
     fmt = n.get("input_format", "BGR")
     if fmt not in ("BGR", "RGB"):
@@ -422,6 +462,7 @@ def _generalized_rcnn(n: Node) -> GeneralizedRCNN:
 
 BUILDERS: dict[str, Callable[[Node], Any]] = {
     "GeneralizedRCNN": _generalized_rcnn,
+    "RetinaNet": _retinanet,
     "ResNet": _resnet,
     "RegNet": _regnet,
     "ViT": _vit,
@@ -465,12 +506,21 @@ def test_resize(names: dict, source: str) -> tuple[int, int]:
 def yaml_view(model_cfg: dict, names: dict, module, source: str) -> dict:
     """The few YAML keys `build.detection_spec` reads, from the LazyConfig (one spec writer for both)."""
     short, max_size = test_resize(names, source)
-    roi = model_cfg["roi_heads"]
-    predictor = roi.get("box_predictor") or (roi.get("box_predictors") or [{}])[-1]
+    arch = lc.target_name(model_cfg)
+    fmt = model_cfg.get("input_format", "BGR")
     try:
         datasets = names["dataloader"]["test"]["dataset"]["names"]
     except (KeyError, TypeError):
         datasets = []
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    if arch == "RetinaNet":
+        return {"INPUT": {"FORMAT": fmt, "MIN_SIZE_TEST": short, "MAX_SIZE_TEST": max_size},
+                "MODEL": {"META_ARCHITECTURE": "RetinaNet", "PIXEL_MEAN": model_cfg["pixel_mean"],
+                          "PIXEL_STD": model_cfg["pixel_std"], "RETINANET": {"NUM_CLASSES": int(model_cfg["num_classes"])}},
+                "TEST": {"DETECTIONS_PER_IMAGE": int(model_cfg.get("max_detections_per_image", 100))},
+                "DATASETS": {"TEST": datasets}}
+    roi = model_cfg["roi_heads"]
+    predictor = roi.get("box_predictor") or (roi.get("box_predictors") or [{}])[-1]
     mask_res = 0
     if roi.get("mask_pooler"):
         mask_res = int(roi["mask_pooler"]["output_size"])
@@ -480,7 +530,7 @@ def yaml_view(model_cfg: dict, names: dict, module, source: str) -> dict:
         kp = {"ROI_KEYPOINT_HEAD": {"POOLER_RESOLUTION": int(roi["keypoint_pooler"]["output_size"]),
                                     "NUM_KEYPOINTS": int(roi["keypoint_head"]["num_keypoints"])}}
     return {
-        "INPUT": {"FORMAT": model_cfg.get("input_format", "BGR"), "MIN_SIZE_TEST": short, "MAX_SIZE_TEST": max_size},
+        "INPUT": {"FORMAT": fmt, "MIN_SIZE_TEST": short, "MAX_SIZE_TEST": max_size},
         "MODEL": {"META_ARCHITECTURE": "GeneralizedRCNN", "PIXEL_MEAN": model_cfg["pixel_mean"],
                   "PIXEL_STD": model_cfg["pixel_std"],
                   "ROI_HEADS": {"NUM_CLASSES": int(roi["num_classes"]), "NAME": lc.target_name(roi)},
@@ -488,7 +538,7 @@ def yaml_view(model_cfg: dict, names: dict, module, source: str) -> dict:
                   **kp},
         "TEST": {"DETECTIONS_PER_IMAGE": int(predictor.get("test_topk_per_image", 100)),
                  "KEYPOINT_OKS_SIGMAS": []},
-        "DATASETS": {"TEST": [datasets] if isinstance(datasets, str) else list(datasets)},
+        "DATASETS": {"TEST": datasets},
     }
 
 
@@ -530,7 +580,8 @@ def _overrides(options: dict) -> list:
 
 
 def build(spec_path: str, weights: Optional[str] = None, **options) -> DeployableModel:
-    """ModelSource entry point: a detectron2 LazyConfig file whose `model` is an L(GeneralizedRCNN)."""
+    """ModelSource entry point: a detectron2 LazyConfig file whose `model` is an L(GeneralizedRCNN) or
+    L(RetinaNet)."""
     from .build import detection_spec, fixed_input, load_weights
 
     source = str(Path(spec_path))
@@ -540,15 +591,16 @@ def build(spec_path: str, weights: Optional[str] = None, **options) -> Deployabl
     if lc.target_name(model_cfg) is None:
         raise ConfigError(f"{source}: defines no `model = L(...)(...)`")
     model_cfg = lc.resolve_interpolations(model_cfg, names, source)
-    if lc.target_name(model_cfg) != "GeneralizedRCNN":
-        raise ConfigError(f"{source}: model: {model_cfg['_target_'].path} is not supported; "
-                          "LazyConfig models supported: GeneralizedRCNN (Mask / Faster / Cascade / Keypoint R-CNN)")
+    arch = lc.target_name(model_cfg)
+    if arch not in ("GeneralizedRCNN", "RetinaNet"):
+        raise ConfigError(f"{source}: model: {model_cfg['_target_'].path} is not supported; LazyConfig models "
+                          "supported: GeneralizedRCNN (Mask / Faster / Cascade / Keypoint R-CNN), RetinaNet")
     module = build_node(model_cfg, "model", source).eval()
     cfg = yaml_view(model_cfg, names, module, source)
-    roi = module.roi_heads
+    roi = getattr(module, "roi_heads", None)
     spec = detection_spec(cfg, getattr(module.backbone, "size_divisibility", 0), bool(getattr(roi, "mask_on", False)),
                           bool(getattr(roi, "keypoint_on", False)))
     provenance = {"source": source, "framework": "detectron2", "config_format": "lazyconfig",
-                  "meta_architecture": "GeneralizedRCNN", **load_weights(module, weights)}
+                  "meta_architecture": arch, **load_weights(module, weights)}
     module, size = fixed_input(module, spec, options.get("input_size"))
     return DeployableModel(module, spec, provenance, batchable=False, input_size=size)

@@ -22,7 +22,7 @@ def _tree(path: Path):
         if not path.is_file() or path.stat().st_size > _MAX_BYTES:
             return None
         return ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
 

@@ -126,7 +126,10 @@ def _zoo_file(rel: str, start: Path, where: str) -> Path:
 
 def load(path: str | os.PathLike) -> Module:
     """Every top-level name of a LazyConfig file (model, dataloader, train, ...), as data."""
-    return _Loader().load(Path(path), ())
+    try:
+        return _Loader().load(Path(path), ())
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"{path}: nested too deeply or too large to read as a config") from None
 
 
 def parse(path: Path) -> ast.Module:
@@ -138,6 +141,8 @@ def parse(path: Path) -> ast.Module:
         raise ConfigError(f"{path}: cannot read: {e}") from None
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: not valid Python: {e.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"{path}: nested too deeply to read as a config") from None
 
 
 class _Loader:
@@ -659,9 +664,13 @@ def resolve_interpolations(root: Any, names: dict, where: str) -> Any:
                 raise LookupError(f"interpolation {trail!r}: {part!r} is not set")
         return node
 
+    visits = [0]
+
     def walk(node: Any, parents: list, depth: int = 0) -> Any:
-        if depth > 64:
-            raise ConfigError(f"{where}: interpolation nested too deep")
+        # a value shared many times (`l = [l, l]` repeated) is walked once per use: count them all
+        visits[0] += 1
+        if depth > 64 or len(parents) > 100 or visits[0] > 2_000_000:
+            raise ConfigError(f"{where}: the model config is nested too deeply or too large")
         if isinstance(node, str):
             m = _INTERP.match(node)
             if not m:

@@ -230,8 +230,9 @@ def _icnet(bb: dict, where: str) -> dict:
                 act=act_spec(bb, where, {"type": "ReLU"}))
 
 
-_BACKBONE_ARGS = {"ResNet": _resnet, "HRNet": _hrnet, "ICNet": _icnet, "BiSeNetV1": _bisenetv1, "MobileNetV2": _mobilenet_v2, "UNet": _unet, "BiSeNetV2": _bisenetv2, "ResNetV1c": _resnet, "ResNetV1d": _resnet,
-                  "MixVisionTransformer": _mit, "SwinTransformer": _swin}
+_BACKBONE_ARGS = {"ResNet": _resnet, "ResNetV1c": _resnet, "ResNetV1d": _resnet, "HRNet": _hrnet,
+                  "MobileNetV2": _mobilenet_v2, "UNet": _unet, "BiSeNetV1": _bisenetv1, "BiSeNetV2": _bisenetv2,
+                  "ICNet": _icnet, "MixVisionTransformer": _mit, "SwinTransformer": _swin}
 
 
 def backbone_kwargs(bb: dict, where: str = "model.backbone") -> dict:

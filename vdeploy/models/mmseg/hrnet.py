@@ -49,7 +49,8 @@ class HRModule(nn.Module):
                 row: list[Optional[nn.Module]] = []
                 for j in range(n):
                     if j > i:  # lower resolution: 1x1 conv, then upsampled
-                        row.append(_conv_norm(chans[j], chans[i], 1, 1, norm, False, Upsample(2 ** (j - i), "bilinear", False)))
+                        up = Upsample(2 ** (j - i), "bilinear", False)
+                        row.append(_conv_norm(chans[j], chans[i], 1, 1, norm, False, up))
                     elif j == i:
                         row.append(None)
                     else:  # higher resolution: stride-2 3x3 convs, ReLU between them

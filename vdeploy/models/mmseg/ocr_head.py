@@ -7,7 +7,6 @@ feature.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from .attention_heads import SelfAttentionBlock
 from .heads import DecodeHead, in_channels_of
