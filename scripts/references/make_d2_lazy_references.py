@@ -31,7 +31,6 @@ _pr.resource_filename = lambda pkg, p: os.path.join(SHARED, "zoo", "detectron2",
 sys.modules.setdefault("pkg_resources", _pr)
 
 from PIL import Image  # noqa: E402
-import detectron2.data.transforms as T  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 
@@ -72,7 +71,7 @@ def main(config, out, overrides):
     h, w = img.shape[:2]
     inp = {"image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1).copy()), "height": h, "width": w}
     stats = calibrate_norms(model, model.preprocess_image([inp]).tensor)
-    feats = {}
+    feats, extra = {}, {}
     model.backbone.register_forward_hook(lambda m, i, o: feats.update({k: v.detach().numpy() for k, v in o.items()}))
     with torch.no_grad():
         if hasattr(model, "forward_inference"):  # dense detectors (RetinaNet): boxes before rescaling
@@ -81,13 +80,17 @@ def main(config, out, overrides):
             features = [features[f] for f in model.head_in_features]
             inst = model.forward_inference(images, features, model.head(features))[0]
         else:
-            inst = model.inference([inp], do_postprocess=False)[0]
+            inst = model.inference([inp], do_postprocess=False)
+            if isinstance(inst, tuple):  # PanopticFPN: (instances, semantic logits over the padded input)
+                extra["sem_seg"] = inst[1][0].numpy()
+                inst = inst[0]
+            inst = inst[0]
     masks = inst.pred_masks[:, 0].numpy() if inst.has("pred_masks") else np.zeros((0, 0, 0), np.float32)
     np.savez_compressed(out, manifest=json.dumps(manifest), config=os.path.basename(config),
                         overrides=json.dumps(overrides), resized=resized.astype(np.uint8),
                         boxes=inst.pred_boxes.tensor.numpy(), scores=inst.scores.numpy(),
                         classes=inst.pred_classes.numpy(), mask_probs=masks,
-                        **{f"feature_{k}": v for k, v in feats.items()},
+                        **extra, **{f"feature_{k}": v for k, v in feats.items()},
                         **{f"bn_stats/{k}": v for k, v in stats.items()})
     print(f"{out}: {len(inst)} detections (top scores {inst.scores[:5].tolist()}), features {[(k, v.shape) for k, v in feats.items()]}")
 

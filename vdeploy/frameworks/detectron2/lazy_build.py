@@ -34,6 +34,8 @@ _REQUIRED = object()
 # Arguments only training reads, per class (anything else unknown is refused).
 _TRAINING_ONLY = {
     "GeneralizedRCNN": {"vis_period"},
+    "PanopticFPN": {"vis_period", "combine_overlap_thresh", "combine_stuff_area_thresh", "combine_instances_score_thresh"},
+    "SemSegFPNHead": {"ignore_value", "loss_weight"},
     "RetinaNet": {"anchor_matcher", "focal_loss_alpha", "focal_loss_gamma", "smooth_l1_beta", "box_reg_loss_type",
                   "vis_period"},
     "ResNet": {"freeze_at"},
@@ -413,6 +415,38 @@ def _res5_roi_heads(n: Node) -> Res5ROIHeads:
                         mask_head=mask_head)
 
 
+def _sem_seg_head(n: Node):
+    from ...models.detectron2.semantic import SemSegFPNHead
+
+    shapes = n.get("input_shape")
+    if not isinstance(shapes, dict) or not shapes:
+        n.fail("input_shape must map feature names to ShapeSpec(stride=..., channels=...)")
+    strides, channels = {}, set()
+    for f, shape in shapes.items():
+        s = Node(shape, f"{n.path}.input_shape.{f}", n.source)
+        if s.name != "ShapeSpec":
+            n.fail(f"input_shape[{f!r}] must be ShapeSpec(...)")
+        strides[f] = int(s.get("stride"))
+        channels.add(int(s.get("channels")))
+    if len(channels) != 1:
+        n.fail("input_shape channels differ")
+    return SemSegFPNHead(strides, channels.pop(), num_classes=int(n.get("num_classes")),
+                         conv_dims=int(n.get("conv_dims")), common_stride=int(n.get("common_stride")),
+                         norm=norm_of(n.get("norm", ""), n))
+
+
+def _panoptic_fpn(n: Node):
+    from ...models.detectron2.semantic import PanopticFPN
+
+    rcnn = _generalized_rcnn(n)
+    if not getattr(rcnn.roi_heads, "mask_on", False):
+        n.fail("PanopticFPN without a mask head is not supported")
+    head = n.child("sem_seg_head")
+    return PanopticFPN(rcnn.backbone, rcnn.proposal_generator, rcnn.roi_heads, head,
+                       pixel_mean=[float(v) for v in n.get("pixel_mean")],
+                       pixel_std=[float(v) for v in n.get("pixel_std")])
+
+
 def _retinanet(n: Node):
     from ...models.detectron2.box_ops import Box2BoxTransform
     from ...models.detectron2.retinanet import RetinaNet, RetinaNetHead
@@ -463,6 +497,8 @@ def _generalized_rcnn(n: Node) -> GeneralizedRCNN:
 BUILDERS: dict[str, Callable[[Node], Any]] = {
     "GeneralizedRCNN": _generalized_rcnn,
     "RetinaNet": _retinanet,
+    "PanopticFPN": _panoptic_fpn,
+    "SemSegFPNHead": _sem_seg_head,
     "ResNet": _resnet,
     "RegNet": _regnet,
     "ViT": _vit,
@@ -529,9 +565,16 @@ def yaml_view(model_cfg: dict, names: dict, module, source: str) -> dict:
     if roi.get("keypoint_head"):
         kp = {"ROI_KEYPOINT_HEAD": {"POOLER_RESOLUTION": int(roi["keypoint_pooler"]["output_size"]),
                                     "NUM_KEYPOINTS": int(roi["keypoint_head"]["num_keypoints"])}}
+    panoptic = {}
+    if arch == "PanopticFPN":
+        panoptic = {"SEM_SEG_HEAD": {"NUM_CLASSES": int(model_cfg["sem_seg_head"]["num_classes"])},
+                    "PANOPTIC_FPN": {"COMBINE": {
+                        "OVERLAP_THRESH": float(model_cfg.get("combine_overlap_thresh", 0.5)),
+                        "STUFF_AREA_LIMIT": float(model_cfg.get("combine_stuff_area_thresh", 4096)),
+                        "INSTANCES_CONFIDENCE_THRESH": float(model_cfg.get("combine_instances_score_thresh", 0.5))}}}
     return {
         "INPUT": {"FORMAT": fmt, "MIN_SIZE_TEST": short, "MAX_SIZE_TEST": max_size},
-        "MODEL": {"META_ARCHITECTURE": "GeneralizedRCNN", "PIXEL_MEAN": model_cfg["pixel_mean"],
+        "MODEL": {"META_ARCHITECTURE": arch, **panoptic, "PIXEL_MEAN": model_cfg["pixel_mean"],
                   "PIXEL_STD": model_cfg["pixel_std"],
                   "ROI_HEADS": {"NUM_CLASSES": int(roi["num_classes"]), "NAME": lc.target_name(roi)},
                   "ROI_MASK_HEAD": {"POOLER_RESOLUTION": mask_res}, "ROI_BOX_HEAD": {"POOLER_RESOLUTION": box_res},
@@ -592,14 +635,19 @@ def build(spec_path: str, weights: Optional[str] = None, **options) -> Deployabl
         raise ConfigError(f"{source}: defines no `model = L(...)(...)`")
     model_cfg = lc.resolve_interpolations(model_cfg, names, source)
     arch = lc.target_name(model_cfg)
-    if arch not in ("GeneralizedRCNN", "RetinaNet"):
+    if arch not in ("GeneralizedRCNN", "RetinaNet", "PanopticFPN"):
         raise ConfigError(f"{source}: model: {model_cfg['_target_'].path} is not supported; LazyConfig models "
-                          "supported: GeneralizedRCNN (Mask / Faster / Cascade / Keypoint R-CNN), RetinaNet")
+                          "supported: GeneralizedRCNN (Mask / Faster / Cascade / Keypoint R-CNN), RetinaNet, PanopticFPN")
     module = build_node(model_cfg, "model", source).eval()
     cfg = yaml_view(model_cfg, names, module, source)
     roi = getattr(module, "roi_heads", None)
-    spec = detection_spec(cfg, getattr(module.backbone, "size_divisibility", 0), bool(getattr(roi, "mask_on", False)),
-                          bool(getattr(roi, "keypoint_on", False)))
+    if arch == "PanopticFPN":
+        from .build_semantic import panoptic_spec
+
+        spec = panoptic_spec(cfg, module)
+    else:
+        spec = detection_spec(cfg, getattr(module.backbone, "size_divisibility", 0),
+                              bool(getattr(roi, "mask_on", False)), bool(getattr(roi, "keypoint_on", False)))
     provenance = {"source": source, "framework": "detectron2", "config_format": "lazyconfig",
                   "meta_architecture": arch, **load_weights(module, weights)}
     module, size = fixed_input(module, spec, options.get("input_size"))

@@ -65,7 +65,7 @@ class Lambda:
     where: str
     node: ast.Lambda
 
-    def called_symbol(self, env_symbols: Optional[dict] = None) -> Optional[str]:
+    def called_symbol(self) -> Optional[str]:
         """Name of the class the body calls (`lambda c: NaiveSyncBatchNorm(c)`), if any."""
         body = self.node.body
         if isinstance(body, ast.Call):
