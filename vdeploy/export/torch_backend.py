@@ -51,7 +51,8 @@ class TorchEagerBackend(Backend):
             if not Path(source).exists() and ":" not in source:
                 raise UserError(f"{self.bundle.path}: the PyTorch reference needs the config it was exported from, "
                                 f"{source}, which is not there")
-            self.deployable = build_model(source, weights, **options)
+            overrides = [tuple(pair) for pair in prov.get("config_overrides") or ()]
+            self.deployable = build_model(source, weights, config_overrides=overrides, **options)
             if prov.get("static_outputs"):
                 from .static_outputs import with_static_outputs
 

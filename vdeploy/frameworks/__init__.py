@@ -71,6 +71,8 @@ def build_model(spec: str, weights: Optional[str] = None, **options):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         dm = source.build(spec, weights, **options)
+    if options.get("config_overrides"):  # `vdeploy verify` rebuilds the model with them
+        dm.provenance["config_overrides"] = [list(pair) for pair in options["config_overrides"]]
     # Absolute paths: `vdeploy verify` rebuilds this model from a bundle's provenance, from any folder.
     for key in ("source", "weights"):
         value = dm.provenance.get(key)

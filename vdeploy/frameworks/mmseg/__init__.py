@@ -23,8 +23,8 @@ def claims(spec: str) -> bool:
         with open(spec, encoding="utf-8") as f:
             text = f.read()
         tree = ast.parse(text)
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-        return False
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return False  # not a config this reader could parse (the refusal comes from whoever claims it)
     names = {t.id for s in tree.body if isinstance(s, ast.Assign) for t in s.targets if isinstance(t, ast.Name)}
     if not names & {"model", "_base_"}:
         return False
