@@ -91,7 +91,10 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
     # PyTorch does not meet a gate against itself (a model whose outputs hang on its summation
     # order), the backend is held to PyTorch's own figure instead, and the note says so.
     noise = task.agreement(refs, refs_1t, bundle.meta).metrics
-    judged_by = {b: [_at_noise_floor(g, noise.get(g.metric)) for g in task.resolve_gates(gates, split_name(b)[1])]
+    # A gate the user set with --gate is theirs: it is enforced as given, never relaxed.
+    chosen = set(gates or ())
+    judged_by = {b: [g if g.metric in chosen else _at_noise_floor(g, noise.get(g.metric))
+                     for g in task.resolve_gates(gates, split_name(b)[1])]
                  for b in names}
     for b in names:
         judged = judged_by[b]
