@@ -58,6 +58,36 @@ def parse_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def read_class_names(text: str, expected: int) -> list[str]:
+    """--classes: a comma-separated list, or a file (a JSON list, or one name per line), with exactly
+    `expected` distinct non-empty names (the model's class count)."""
+    path = Path(text)
+    if path.is_file():
+        if path.stat().st_size > 10_000_000:
+            raise UserError(f"--classes {text}: file larger than 10 MB")
+        body = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix.lower() == ".json":
+            import json
+
+            try:
+                names = json.loads(body)
+            except ValueError as e:
+                raise UserError(f"--classes {text}: not valid JSON ({e.msg}, line {e.lineno})") from None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise UserError(f"--classes {text}: the JSON must be a list of strings")
+        else:
+            names = body.splitlines()
+        names = [n.strip() for n in names if n.strip()]
+    else:
+        names = parse_list(text)
+    if len(names) != expected:
+        raise UserError(f"--classes gives {len(names)} names; the model has {expected} classes")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UserError(f"--classes names {duplicated[0]!r} more than once")
+    return names
+
+
 def expand_images(items) -> list[Path]:
     """Image arguments -> image paths: a file as given (whatever its suffix: read_image decides from
     its header), a folder as its images (IMAGE_SUFFIXES, the formats read_image reads), sorted, each

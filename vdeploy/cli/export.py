@@ -32,6 +32,10 @@ def add_arguments(p):
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
     add_gate_argument(p)
     add_config_override_arguments(p)
+    p.add_argument("--classes", metavar="NAMES",
+                   help="the model's class names, in class-index order: a comma-separated list or a file (a JSON "
+                        "list, or one name per line); detectron2 and MMSegmentation configs name classes only "
+                        "through their dataset, so a custom dataset's names are given here")
     p.add_argument("--images", nargs="*", default=[], help="photos to verify on (besides synthetic ones)")
 
 
@@ -40,13 +44,15 @@ def run(args) -> int:
     from ..export import export_bundle
     from ..frameworks import build_model
     from ..runtime.tasks import get_task, parse_gate_options
-    from .common import expand_images, parse_config_overrides, parse_list, parse_size
+    from .common import expand_images, parse_config_overrides, parse_list, parse_size, read_class_names
 
     size = parse_size(args.input_size)
     dm = build_model(args.model, args.weights, config_overrides=parse_config_overrides(args),
                      **({"input_size": size} if size else {}))
     if args.dynamic and dm.input_size:
         raise UserError(f"{args.model} only runs at a fixed size {dm.input_size}; --dynamic does not apply")
+    if args.classes:
+        dm.spec["classes"] = read_class_names(args.classes, len(dm.spec.get("classes") or []))
     if args.letterbox == "fill":
         if not dm.input_size:
             raise UserError("--letterbox fill needs a fixed --input-size (the canvas to fill)")
