@@ -7,32 +7,24 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .deform_conv import DeformConv, split_offset_mask
-from .resnet import Conv2d, make_norm
+from .resnet import BottleneckBlock, Conv2d, make_norm
 
 
-class DeformBottleneckBlock(nn.Module):
+class DeformBottleneckBlock(BottleneckBlock):
     def __init__(self, in_channels: int, out_channels: int, *, bottleneck_channels: int, stride: int = 1,
                  num_groups: int = 1, norm: str = "FrozenBN", stride_in_1x1: bool = False, dilation: int = 1,
                  deform_modulated: bool = False, deform_num_groups: int = 1):
-        super().__init__()
-        self.stride = stride
+        super().__init__(in_channels, out_channels, bottleneck_channels=bottleneck_channels, stride=stride,
+                         num_groups=num_groups, norm=norm, stride_in_1x1=stride_in_1x1, dilation=dilation)
         self.modulated = deform_modulated
-        self.shortcut = None
-        if in_channels != out_channels:
-            self.shortcut = Conv2d(in_channels, out_channels, 1, stride=stride, bias=False,
-                                   norm=make_norm(norm, out_channels))
-        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = Conv2d(in_channels, bottleneck_channels, 1, stride=stride_1x1, bias=False,
-                            norm=make_norm(norm, bottleneck_channels), activation=True)
+        stride_3x3 = 1 if stride_in_1x1 else stride
         self.conv2_offset = Conv2d(bottleneck_channels, (27 if deform_modulated else 18) * deform_num_groups, 3,
                                    stride=stride_3x3, padding=dilation, dilation=dilation)
         self.conv2 = DeformConv(bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3, padding=dilation,
                                 dilation=dilation, groups=num_groups, deformable_groups=deform_num_groups,
                                 norm=make_norm(norm, bottleneck_channels), activation=True)
-        self.conv3 = Conv2d(bottleneck_channels, out_channels, 1, bias=False, norm=make_norm(norm, out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)

@@ -85,16 +85,20 @@ class BasicStem(nn.Module):
         return F.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)
 
 
+def projection_shortcut(in_channels: int, out_channels: int, stride: int, norm: str) -> Optional[nn.Module]:
+    """A block's 1x1 projection where it changes width (None: the identity shortcut)."""
+    if in_channels == out_channels:
+        return None
+    return Conv2d(in_channels, out_channels, 1, stride=stride, bias=False, norm=make_norm(norm, out_channels))
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (ResNet-18/34)."""
 
     def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, norm: str = "FrozenBN"):
         super().__init__()
         self.stride = stride
-        self.shortcut = None
-        if in_channels != out_channels:
-            self.shortcut = Conv2d(in_channels, out_channels, 1, stride=stride, bias=False,
-                                   norm=make_norm(norm, out_channels))
+        self.shortcut = projection_shortcut(in_channels, out_channels, stride, norm)
         self.conv1 = Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False,
                             norm=make_norm(norm, out_channels), activation=True)
         self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, bias=False,
@@ -116,10 +120,7 @@ class BottleneckBlock(nn.Module):
                  num_groups: int = 1, norm: str = "FrozenBN", stride_in_1x1: bool = False, dilation: int = 1):
         super().__init__()
         self.stride = stride
-        self.shortcut = None
-        if in_channels != out_channels:
-            self.shortcut = Conv2d(in_channels, out_channels, 1, stride=stride, bias=False,
-                                   norm=make_norm(norm, out_channels))
+        self.shortcut = projection_shortcut(in_channels, out_channels, stride, norm)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = Conv2d(in_channels, bottleneck_channels, 1, stride=stride_1x1, bias=False,
                             norm=make_norm(norm, bottleneck_channels), activation=True)
