@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .registry import ShapeSpec
-from .vit import Mlp, PatchEmbed, add_decomposed_rel_pos, get_abs_pos, window_partition, window_unpartition
+from .vit import (Mlp, PatchEmbed, add_decomposed_rel_pos, get_abs_pos, init_linears, window_partition,
+                  window_unpartition)
 
 
 def attention_pool(x: torch.Tensor, pool: nn.Module, norm=None) -> torch.Tensor:
@@ -158,10 +159,7 @@ class MViT(nn.Module):
             raise ValueError(f"MViT out_features {sorted(unknown)} are not among scale2..scale5")
         self._out_features = tuple(out_features)
         self._last_block_indexes = tuple(last_block_indexes)
-        for m in self.modules():  # detectron2's init, so a weightless build has sensible activations
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias) if m.bias is not None else None
+        init_linears(self)
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 

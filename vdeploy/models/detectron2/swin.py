@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import ShapeSpec
-from .vit import Mlp
+from .vit import Mlp, init_linears
 
 
 def _partition(x: torch.Tensor, w: int) -> torch.Tensor:
@@ -181,10 +181,7 @@ class SwinTransformer(nn.Module):
         for i in self.out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i], eps=norm_eps))
         self._shapes = {f"p{i}": ShapeSpec(self.num_features[i], 2 ** (i + 2)) for i in self.out_indices}
-        for m in self.modules():  # detectron2's init, so a weightless build has sensible activations
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias) if m.bias is not None else None
+        init_linears(self)
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return dict(self._shapes)

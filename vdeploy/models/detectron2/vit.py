@@ -18,6 +18,16 @@ from .registry import ShapeSpec
 from .resnet import Conv2d, make_norm
 
 
+def init_linears(module: nn.Module) -> None:
+    """detectron2's init of the transformer backbones' linear layers, so that a build without
+    weights has sensible activations."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def window_partition(x: torch.Tensor, window: int):
     """[B, H, W, C] -> windows [B * nW, window, window, C] (zero-padded to a multiple), (Hp, Wp)."""
     B, H, W, C = x.shape
@@ -171,10 +181,7 @@ class ViT(nn.Module):
                   window_size if i in window_block_indexes else 0, grid) for i in range(depth))
         self.out_feature = out_feature
         self._shapes = {out_feature: ShapeSpec(embed_dim, patch_size)}
-        for m in self.modules():  # detectron2's init, so a weightless build has sensible activations
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias) if m.bias is not None else None
+        init_linears(self)
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return dict(self._shapes)
