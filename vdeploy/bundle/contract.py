@@ -1,7 +1,7 @@
 """deploy.json: reading, validating and writing the bundle contract (docs/bundle.md).
 
 A bundle is read and validated once, on load: the JSON, its schema version, its digest, every field
-(schema.py), every listed file (inside the folder, present, of the recorded SHA-256) and, when a
+(parse.py), every listed file (inside the folder, present, of the recorded SHA-256) and, when a
 public key is given, its signature (signing.py). `Bundle.contract` is the typed result;
 `Bundle.meta` keeps the raw object for code that still reads keys."""
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 from ..errors import BundleError
 from ..fileio import atomic_write
-from .schema import (FORMAT_FILES, REQUIRED_KEYS, SCHEMA_VERSION, Contract, FileEntry,  # noqa: F401
-                     check_file_name, parse_contract)
+from .parse import check_file_name, parse_contract
+from .schema import SCHEMA_VERSION, Contract, check_sealed_header
 
 DEPLOY_JSON = "deploy.json"
 MAX_DEPLOY_JSON_BYTES = 64 << 20  # verification diagnostics included; far above any real one
@@ -158,12 +158,7 @@ def load_bundle(path: str | os.PathLike, *, check_hashes: bool = True, public_ke
     meta = read_deploy_json(root)
     if not isinstance(meta, dict):
         raise BundleError(f"{dj}: expected a JSON object")
-    version = meta.get("schema_version")
-    if isinstance(version, bool) or version != SCHEMA_VERSION:
-        raise BundleError(f"{dj}: schema_version {version!r} is not supported (this vdeploy reads {SCHEMA_VERSION})")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise BundleError(f"{dj}: missing keys: {', '.join(missing)}")
+    check_sealed_header(meta, str(dj))
     # the digest first: a hand edit is named as such, before whatever value it broke
     if meta["digest"] != compute_digest(meta):
         raise BundleError(f"{dj}: was edited after export (its digest does not match its content); re-export or re-verify")

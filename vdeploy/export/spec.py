@@ -7,7 +7,7 @@ from typing import Optional
 
 from ..models.base import DeployableModel
 from ..bundle import Bundle
-from ..bundle.schema import parse_contract
+from ..bundle.parse import parse_contract
 from ..runtime.synthetic import synthetic_image  # noqa: F401  (re-exported for the exporters)
 
 IMAGE_MEANING = ("the resized image in `color` order, pixel values 0..255 times `scale` (no other scaling), "
