@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, SHARED, run_cli
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
@@ -38,7 +38,15 @@ finally:
 np.savez(out, **{n: result.as_numpy(n) for n in names})
 """
 
-TASKS = {"det": "tiny:shapes_det", "seg": "tiny:shapes_seg"}
+# name -> `vdeploy export` arguments. Besides the tiny test models: the demo's trained detectron2
+# Mask R-CNN (its own YAML and checkpoint) and an MMSegmentation zoo config (SegFormer-B0, stand-in
+# random weights, 128x128): the real architectures, exported small so that the module stays quick.
+SHAPES_CONFIG = ROOT / "demo" / "shapes" / "mask_rcnn_R_50_narrow_FPN_shapes.yaml"
+SEGFORMER = SHARED / "zoo" / "mmseg" / "segformer" / "segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
+TASKS = {"det": ["tiny:shapes_det"], "seg": ["tiny:shapes_seg"],
+         "maskrcnn": [SHAPES_CONFIG, "--weights", SHAPES_CONFIG.with_name("model_final.pth"), "--no-verify"],
+         "segformer": [SEGFORMER, "--input-size", "128x128", "--no-verify"]}
+DETECTORS = ("det", "maskrcnn")
 DELAY_US = 200_000  # long enough that concurrent requests reliably meet in one batch
 
 
@@ -62,10 +70,17 @@ def bundles(tmp_path_factory):
     if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode != 0:
         pytest.skip("exporting the tiny bundles needs torch (the export extra)")
     root = tmp_path_factory.mktemp("bundles")
-    for name, spec in TASKS.items():
-        r = run_cli("export", spec, "--format", "onnx", "--out", root / name)
-        assert r.returncode == 0, r.stderr
+    for name, args in TASKS.items():
+        if not Path(args[0]).is_file() and ":" not in str(args[0]):
+            continue  # the shared zoo is absent: its tests skip (need_bundle)
+        r = run_cli("export", *args, "--format", "onnx", "--out", root / name)
+        assert r.returncode == 0, r.stderr[-2000:]
     return root
+
+
+def need_bundle(bundles, name):
+    if not (bundles / name).is_dir():
+        pytest.skip(f"no {name} bundle: {TASKS[name][0]} is absent")
 
 
 def free_ports(n):
@@ -85,7 +100,7 @@ def triton(triton_env, bundles, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("repos")
     repos = []
-    for name in TASKS:
+    for name in [n for n in TASKS if (bundles / n).is_dir()]:
         r = run_cli("export-triton", bundles / name, root / name, "--name", name, "--max-batch-size", "4",
                     "--max-delay-us", str(DELAY_US))
         assert r.returncode == 0, r.stderr
@@ -139,7 +154,23 @@ def infer(protocol, url, name, blob, tmp_path):
 
 
 def _outputs(name):
-    return ["boxes", "scores", "classes", "image_index", "masks"] if name == "det" else ["label_map"]
+    return ["boxes", "scores", "classes", "image_index", "masks"] if name in DETECTORS else ["label_map"]
+
+
+def scene_image(seed: int, tmp_path) -> Path:
+    """A generated shapes scene of the kind the demo's Mask R-CNN was trained on (held-out seed)."""
+    from vdeploy.eval.synthetic import make_coco
+
+    ann = make_coco(tmp_path / "scene", n=1, seed=seed, size=(240, 300), hard=True)
+    return ann.parent / "images" / "0000.png"
+
+
+def request_image(name, seed, tmp_path) -> Path:
+    if name == "maskrcnn":
+        return scene_image(seed, tmp_path)
+    image = tmp_path / "shapes.png"
+    cv2.imwrite(str(image), shapes_image(seed))
+    return image
 
 
 def vdeploy_predict(bundle, image_file, out):
@@ -149,12 +180,12 @@ def vdeploy_predict(bundle, image_file, out):
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_detection_answers_equal_vdeploy_predict(triton, bundles, tmp_path, protocol):
-    image = tmp_path / "shapes.png"
-    cv2.imwrite(str(image), shapes_image(1))
-    want = json.loads(vdeploy_predict(bundles / "det", image, tmp_path / "det.json").read_text())
-    got = infer(protocol, triton[protocol], "det", image.read_bytes(), tmp_path)
-    classes = json.loads((bundles / "det" / "deploy.json").read_text())["classes"]
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detection_answers_equal_vdeploy_predict(triton, bundles, tmp_path, protocol, name):
+    image = request_image(name, 1, tmp_path)
+    want = json.loads(vdeploy_predict(bundles / name, image, tmp_path / "det.json").read_text())
+    got = infer(protocol, triton[protocol], name, image.read_bytes(), tmp_path)
+    classes = json.loads((bundles / name / "deploy.json").read_text())["classes"]
 
     boxes, scores, labels = got["boxes"][0], got["scores"][0], got["classes"][0]
     assert len(want) > 0 and boxes.shape == (len(want), 4) and set(got["image_index"][0]) == {0}
@@ -167,21 +198,24 @@ def test_detection_answers_equal_vdeploy_predict(triton, bundles, tmp_path, prot
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_segmentation_answers_equal_vdeploy_predict(triton, bundles, tmp_path, protocol):
+@pytest.mark.parametrize("name", ["seg", "segformer"])
+def test_segmentation_answers_equal_vdeploy_predict(triton, bundles, tmp_path, protocol, name):
+    need_bundle(bundles, name)
     image = tmp_path / "shapes.png"
     cv2.imwrite(str(image), shapes_image(2))
-    out = vdeploy_predict(bundles / "seg", image, tmp_path / "maps")
+    out = vdeploy_predict(bundles / name, image, tmp_path / "maps")
     want = cv2.imread(str(out / "shapes.png.png"), cv2.IMREAD_UNCHANGED)
-    got = infer(protocol, triton[protocol], "seg", image.read_bytes(), tmp_path)["label_map"]
+    got = infer(protocol, triton[protocol], name, image.read_bytes(), tmp_path)["label_map"]
     assert got.shape == (1, 1)
     label_map = cv2.imdecode(np.frombuffer(got[0, 0], np.uint8), cv2.IMREAD_UNCHANGED)
     assert label_map.shape == want.shape == shapes_image(2).shape[:2]
     np.testing.assert_array_equal(label_map, want)
-    assert len(np.unique(want)) > 1  # the picture has shapes in it, not only background
+    assert len(np.unique(want)) > 1  # a map with several classes in it, not one uniform answer
 
 
-@pytest.mark.parametrize("name", ["det", "seg"])
-def test_dynamic_batching_shows_in_triton_statistics(triton, name):
+@pytest.mark.parametrize("name", list(TASKS))
+def test_dynamic_batching_shows_in_triton_statistics(triton, bundles, name):
+    need_bundle(bundles, name)
     client = httpclient.InferenceServerClient(triton["http"], concurrency=8)
 
     def stats():
@@ -229,3 +263,24 @@ def test_bench_serve_sweeps_concurrency_against_triton(triton, tmp_path):
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
         # Triton reports where the time went; these are its numbers, not ours
         assert row["server_ms"]["compute"] > 0 and row["server_ms"]["queue"] >= 0
+
+
+def test_load_check_script_against_triton(triton, bundles, tmp_path):
+    """benchmarks/triton_load.py end to end, briefly: its load against the running Triton and its
+    `vdeploy bench` reference of the same bundle. No speed is asserted here (--min-ratio 0): the
+    0.9x check is the script's own, run on a quiet machine (docs/serving.md, "Load check")."""
+    image = tmp_path / "shapes.png"
+    cv2.imwrite(str(image), shapes_image(5))
+    out = tmp_path / "load.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "triton_load.py"), bundles / "seg", "--image", image,
+                        "--url", f"http://{triton['http']}/v2/models/seg", "--clients", "4", "--duration", "2",
+                        "--warmup", "1", "--bench-iters", "5", "--min-ratio", "0", "--json", out],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["verdict"] == "PASS" and r.stdout.startswith("PASS")
+    load = report["load"]
+    assert load["concurrency"] == 4 and load["errors"] == 0 and load["answers"] > 0
+    assert len(report["bench_runs"]) == 2 and all(t > 0 for t in report["bench_runs"])
+    assert report["ratio"] == pytest.approx(load["throughput"] / report["bench_throughput"])
+    assert load["server_ms"]["compute"] > 0  # Triton's own statistics came through

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 NAME = "eval"
@@ -32,15 +33,20 @@ def add_arguments(p):
     p.add_argument("--weights", help="checkpoint for a model spec")
     p.add_argument("--threads", type=int, help="backend threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from ..scale.ray_batch import add_ray_arguments
+
+    add_ray_arguments(p)
 
 
 def run(args) -> int:
     from ..errors import UserError
     from ..eval import DatasetOptions, build_report, check_task, evaluate, open_dataset, print_table, write_report
+    from ..scale.ray_batch import RayOptions
     from .common import is_bundle, open_predictor, parse_list
 
     if args.limit is not None and args.limit <= 0:
         raise UserError("--limit must be a positive number of images")
+    ray_options = RayOptions.from_args(args)
     options = DatasetOptions(class_map=args.class_map, images_dir=args.images, ignore_index=args.ignore_index,
                              label_transform=args.label_transform, split=args.split)
     dataset = open_dataset(args.dataset, args.dataset_format, options)
@@ -63,17 +69,33 @@ def run(args) -> int:
     if not backends and not args.predictions:
         raise UserError("nothing to evaluate: give --backends or --predictions")
 
-    def make_predictor(name):
+    def make_local_predictor(name):
         if name in ("torch", "pytorch") and not is_bundle(args.source) and not args.threads:
             return probe  # the model spec was built once already
         return open_predictor(args.source, args.weights, name, threads=args.threads)
 
     out = Path(args.out) if args.out else None
-    results = evaluate(dataset, backends, make_predictor, model_id=model_id, classes=classes, out=out,
-                       limit=args.limit, predictions=args.predictions, progress=not args.no_progress)
+    with contextlib.ExitStack() as stack:
+        make_predictor = (_ray_predictors(stack, ray_options, args) if ray_options is not None and backends
+                          else make_local_predictor)
+        results = evaluate(dataset, backends, make_predictor, model_id=model_id, classes=classes, out=out,
+                           limit=args.limit, predictions=args.predictions, progress=not args.no_progress)
     report = build_report(results, args.source, dataset.describe(), args.limit)
     print_table(report)
     if out is not None:
         write_report(report, out)
         print(f"report: {out / 'report.md'}, {out / 'report.json'}")
     return 0
+
+
+def _ray_predictors(stack, options, args):
+    """make_predictor for evaluate(): each backend as a pool of Ray actors (vdeploy.scale.ray_batch)."""
+    from functools import partial
+
+    from ..scale.ray_batch import RayCluster
+    from .common import open_predictor
+
+    cluster = stack.enter_context(RayCluster(options))
+    source, weights = (str(Path(p).resolve()) if p and Path(p).exists() else p for p in (args.source, args.weights))
+    threads = args.threads or options.backend_threads
+    return lambda name: cluster.pool(partial(open_predictor, source, weights, name, threads=threads))

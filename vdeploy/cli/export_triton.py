@@ -17,7 +17,9 @@ def add_arguments(p):
     p.add_argument("--max-delay-us", type=int, default=5000, help="dynamic batching queue delay")
     p.add_argument("--backend", help="python variant: the vdeploy backend to run (default: the bundle's first)")
     p.add_argument("--threads", type=int, help="python variant: intra-op threads of each instance")
-    p.add_argument("--instances", type=int, default=1, help="python variant: model instances (processes)")
+    p.add_argument("--instances", type=int, default=1,
+                   help="python variant: model instances (processes), each with an equal share of the cores "
+                        "unless --threads is given")
 
 
 def run(args) -> int:

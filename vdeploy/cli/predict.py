@@ -39,6 +39,9 @@ def add_arguments(p):
     add_config_override_arguments(p)
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="cpu")
+    from ..scale.ray_batch import add_ray_arguments
+
+    add_ray_arguments(p)
 
 
 def named_images(items) -> list[tuple[Path, str]]:
@@ -78,8 +81,10 @@ def run(args) -> int:
     from ..runtime.io import atomic_write_image, read_image
     from ..runtime.outputs import ResultsWriter
     from ..runtime.vis import draw
+    from ..scale.ray_batch import RayOptions
     from .common import open_predictor, parse_config_overrides, parse_size
 
+    ray_options = RayOptions.from_args(args)
     images = named_images(args.images)
     out = Path(args.out)
     vis_dir = Path(args.save_vis) if args.save_vis else None
@@ -99,20 +104,23 @@ def run(args) -> int:
     # Streamed: one image and its prediction in memory at a time (see vdeploy.runtime.outputs:
     # an interrupted run leaves the old results file).
     bad = []
-    with writer:
-        for path, name in images:
-            try:
-                img = read_image(path)
-                pred = predictor.predict(img)
-            except UserError as e:
-                if args.strict:
-                    raise
-                print(f"skipped: {e}", file=sys.stderr)
-                bad.append(str(e))
-                continue
-            writer.add(name, pred)
-            if vis_dir is not None:
-                atomic_write_image(vis_dir / f"{name}.jpg", draw(img, pred, classes, args.score_thr))
+    if ray_options is not None:
+        bad = _predict_on_ray(args, ray_options, images, writer, predictor, vis_dir)
+    else:
+        with writer:
+            for path, name in images:
+                try:
+                    img = read_image(path)
+                    pred = predictor.predict(img)
+                except UserError as e:
+                    if args.strict:
+                        raise
+                    print(f"skipped: {e}", file=sys.stderr)
+                    bad.append(str(e))
+                    continue
+                writer.add(name, pred)
+                if vis_dir is not None:
+                    atomic_write_image(vis_dir / f"{name}.jpg", draw(img, pred, classes, args.score_thr))
     print(f"{writer.summary()} from {writer.images} images ({predictor.backend_name}) -> {out}" if writer.images
           else f"no image could be read; nothing written to {out}")
     if bad:
@@ -120,3 +128,29 @@ def run(args) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _predict_on_ray(args, options, images, writer, predictor, vis_dir) -> list[str]:
+    """The same images on Ray actors (vdeploy.scale.ray_batch), resumable; returns the skipped ones."""
+    from functools import partial
+
+    from ..runtime.io import atomic_write_image, read_image
+    from ..runtime.vis import draw
+    from ..scale.ray_batch import RayCluster, predict_images
+    from .common import open_predictor, parse_config_overrides, parse_size
+
+    def absolute(p):  # the actors' working folder is not ours
+        return str(Path(p).resolve()) if p and Path(p).exists() else p
+
+    make_predictor = partial(open_predictor, absolute(args.source), absolute(args.weights), predictor.backend_name,
+                             input_size=parse_size(args.input_size), threads=args.threads or options.backend_threads,
+                             device=args.device, config_overrides=parse_config_overrides(args))
+    model_id = "|".join(map(str, (predictor.spec.get("digest") or args.source, args.weights, predictor.backend_name)))
+
+    def draw_one(path, name, pred):
+        if vis_dir is not None:
+            atomic_write_image(vis_dir / f"{name}.jpg", draw(read_image(path), pred, predictor.classes, args.score_thr))
+
+    with RayCluster(options) as cluster:
+        return predict_images(cluster.pool(make_predictor), images, writer, model_id, on_prediction=draw_one,
+                              on_skip=lambda reason: print(f"skipped: {reason}", file=sys.stderr), strict=args.strict)

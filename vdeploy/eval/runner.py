@@ -165,7 +165,10 @@ def evaluate(dataset, backends: Sequence[str], make_predictor: Callable[[str], o
                     predictor.load()  # build the session before the clock starts
                 advance = bar.task(name, len(samples), len(store.done() & set(keys)))
                 t0 = time.perf_counter()
-                n_new = predict_all(predictor, samples, store, list(classes), advance, readers=readers)
+                if hasattr(predictor, "predict_all"):  # runs the samples elsewhere itself (vdeploy.scale.ray_batch)
+                    n_new = predictor.predict_all(samples, store, list(classes), advance)
+                else:
+                    n_new = predict_all(predictor, samples, store, list(classes), advance, readers=readers)
                 seconds = time.perf_counter() - t0
             finally:
                 store.close()

@@ -37,11 +37,16 @@ class ResultsWriter:
 
     def add(self, name: str, pred: Prediction) -> None:
         if self._file is not None:
-            for r in self.handler.json_results(pred, name, self.classes):
-                self._file.write(("[\n" if self.records == 0 else ",\n") + json.dumps(r))
-                self.records += 1
-        else:
-            self.handler.write_output(self.out, name, pred)
+            self.add_json(self.handler.json_results(pred, name, self.classes))
+            return
+        self.handler.write_output(self.out, name, pred)
+        self.records += 1
+        self.images += 1
+
+    def add_json(self, results) -> None:
+        """One image's results as its task's json_results made them (kept by a resumable run)."""
+        for r in results:
+            self._file.write(("[\n" if self.records == 0 else ",\n") + json.dumps(r))
             self.records += 1
         self.images += 1
 

@@ -14,6 +14,7 @@ Dynamic batching hands `execute` several requests at once: their images go throu
 `Predictor.predict_batch` together, so a batchable graph runs once for all of them.
 """
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,23 @@ from vdeploy.runtime.predictor import Predictor
 from vdeploy.serve.contract import DETECTION_TASKS, INPUT_NAME, to_tensors
 
 
+def _share_of_cores(config: dict):
+    """Intra-op threads of one instance when not configured: the cores this process may use, split
+    between the model's instances (None, the backend's default, for a single instance)."""
+    count = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1
+    if count == 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // count)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.batched = config.get("max_batch_size", 0) > 0
         here = Path(args["model_repository"]) / args["model_version"]
-        threads = int(params["threads"]) if params.get("threads") else None
+        threads = int(params["threads"]) if params.get("threads") else _share_of_cores(config)
         self.predictor = Predictor(here, params.get("backend") or None, threads=threads).load()
         self.task = self.predictor.task
         self.one_per_request = self.batched and self.task in DETECTION_TASKS

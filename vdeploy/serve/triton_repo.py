@@ -42,6 +42,8 @@ VARIANTS = ("python", "ensemble")
 def write_triton_repository(bundle: Bundle, out: str | Path, *, name: str | None = None, variant: str = "python",
                             max_batch_size: int = 8, max_delay_us: int = 5000, backend: str | None = None,
                             threads: int | None = None, instances: int = 1) -> Path:
+    """`instances` (python variant): model instances; without `threads`, each gets an equal share
+    of the serving machine's cores (triton_python.py), so more instances never oversubscribe it."""
     if variant not in VARIANTS:
         raise UserError(f"unknown Triton repository variant {variant!r} (choose: {', '.join(VARIANTS)})")
     name = check_model_name(name or bundle.name)
