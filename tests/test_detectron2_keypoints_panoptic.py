@@ -251,3 +251,18 @@ def test_unknown_meta_architecture_is_refused_by_name(tmp_path):
     cfg.write_text(f'_BASE_: "{ZOO / "Base-RCNN-FPN.yaml"}"\nMODEL:\n  META_ARCHITECTURE: "DensePoseRCNN"\n')
     with pytest.raises(UserError, match="MODEL.META_ARCHITECTURE 'DensePoseRCNN' is not supported"):
         build_model(str(cfg))
+
+
+@torch_needed
+@pytest.mark.parametrize("config", ["COCO-Detection/fast_rcnn_R_50_FPN_1x.yaml",
+                                    "quick_schedules/fast_rcnn_R_50_FPN_inference_acc_test.yaml",
+                                    "quick_schedules/fast_rcnn_R_50_FPN_instant_test.yaml"])
+def test_precomputed_proposals_are_refused_by_key_with_the_reason(config):
+    pytest.importorskip("torch")
+    from vdeploy.errors import ConfigError
+    from vdeploy.frameworks import build_model
+
+    with pytest.raises(ConfigError, match=r"^MODEL\.PROPOSAL_GENERATOR\.NAME: PrecomputedProposals .*not supported: "
+                                          r"its boxes come from a proposal file") as e:
+        build_model(str(ZOO / config))
+    assert "\n" not in str(e.value)

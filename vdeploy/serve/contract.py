@@ -9,6 +9,7 @@ Outputs by task (N: detections over the whole request, B: images in the request)
   instance_segmentation  the above + masks BYTES [N] (COCO RLE as JSON)
   keypoints              detection's + keypoints FP32 [N,K,3] (x, y, score in original-image pixels)
   semantic_segmentation  label_map BYTES [B] (PNG, 8- or 16-bit class indices)
+  panoptic_segmentation  panoptic_seg INT32 [B,H,W] (segment ids), segments_info BYTES [B] (JSON lists)
   embedding              embedding FP32 [B,D]
   classification         probs FP32 [B,K]
 """

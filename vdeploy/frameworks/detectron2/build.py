@@ -218,10 +218,17 @@ def build_res5_roi_heads(cfg: dict, shapes: dict[str, ShapeSpec]) -> Res5ROIHead
 
 # --------------------------------------------------------------------------- meta architecture
 
+# Fast R-CNN configs read their proposal boxes from a file made beforehand by another model (an RPN
+# run over the dataset): the image alone does not determine the answer, so no bundle can be made.
+PRECOMPUTED_PROPOSALS = ("MODEL.PROPOSAL_GENERATOR.NAME: PrecomputedProposals (MODEL.LOAD_PROPOSALS: True) is not "
+                         "supported: its boxes come from a proposal file made beforehand, not from the image; use "
+                         "a config with an RPN (e.g. faster_rcnn_R_50_FPN_1x.yaml)")
+
+
 @META_ARCHS.register("GeneralizedRCNN")
 def build_generalized_rcnn(cfg: dict) -> GeneralizedRCNN:
     m = get(cfg, "MODEL")
-    _require(not m.get("LOAD_PROPOSALS"), "precomputed proposals (MODEL.LOAD_PROPOSALS) are not supported")
+    _require(not m.get("LOAD_PROPOSALS"), PRECOMPUTED_PROPOSALS)
     backbone = BACKBONES.get(get(cfg, "MODEL.BACKBONE.NAME"))(cfg, len(m["PIXEL_MEAN"]))
     shapes = backbone.output_shape()
     proposals = PROPOSAL_GENERATORS.get(get(cfg, "MODEL.PROPOSAL_GENERATOR.NAME"))(cfg, shapes)

@@ -13,7 +13,7 @@ from ...models.detectron2.coco_classes import COCO_PANOPTIC_STUFF
 from ...models.detectron2.registry import BACKBONES, META_ARCHS, PROPOSAL_GENERATORS, ROI_HEADS
 from ...models.detectron2.semantic import PanopticFPN, ProposalNetwork, SemanticSegmentor, SemSegFPNHead
 from ...errors import ConfigError
-from .build import ARCH_SPECS, _require, detection_spec, get, same_channels
+from .build import ARCH_SPECS, PRECOMPUTED_PROPOSALS, _require, detection_spec, get, same_channels
 
 
 def _backbone(cfg: dict):
@@ -80,7 +80,7 @@ def build_panoptic_fpn(cfg: dict) -> PanopticFPN:
     m = get(cfg, "MODEL")
     _require(bool(m.get("MASK_ON")), "PanopticFPN without masks (MODEL.MASK_ON: False) is not supported")
     _require(not m.get("KEYPOINT_ON"), "PanopticFPN with keypoints (MODEL.KEYPOINT_ON) is not supported")
-    _require(not m.get("LOAD_PROPOSALS"), "precomputed proposals (MODEL.LOAD_PROPOSALS) are not supported")
+    _require(not m.get("LOAD_PROPOSALS"), PRECOMPUTED_PROPOSALS)
     backbone, shapes = _backbone(cfg)
     proposals = PROPOSAL_GENERATORS.get(get(cfg, "MODEL.PROPOSAL_GENERATOR.NAME"))(cfg, shapes)
     roi_heads = ROI_HEADS.get(get(cfg, "MODEL.ROI_HEADS.NAME"))(cfg, shapes)

@@ -15,7 +15,7 @@ from ..metrics.panoptic import PQStat, id_to_rgb, pq_single
 from ..prediction import Prediction
 from ..vis import palette
 from . import register_task
-from .base import Agreement, Gate, Task
+from .base import Agreement, Gate, Task, Tensor
 
 
 def category_key(segment: dict, num_things: int) -> int:
@@ -58,6 +58,33 @@ class PanopticSegmentationTask(Task):
         name = panoptic_file_name(key)
         atomic_write_image(side_dir / "panoptic" / name, id_to_rgb(pred.panoptic_seg)[..., ::-1])
         return {"image": key, "panoptic_map": f"panoptic/{name}", "segments_info": pred.segments_info}
+
+    # ---- serving (docs/serving.md): the segment-id map as INT32 and each image's segments as JSON
+    def serve_outputs(self) -> list[dict]:
+        return [{"name": "panoptic_seg", "datatype": "INT32", "shape": [-1, -1, -1]},
+                {"name": "segments_info", "datatype": "BYTES", "shape": [-1]}]
+
+    def serve_tensors(self, preds) -> list[Tensor]:
+        """panoptic_seg INT32 [B, H, W] (0: no segment), segments_info BYTES [B] (JSON lists)."""
+        from ...errors import UserError
+
+        shapes = {p.panoptic_seg.shape for p in preds}
+        if len(shapes) > 1:
+            raise UserError(f"panoptic answers stack the images' segment maps: send images of one size per "
+                            f"request (got {', '.join(f'{h}x{w}' for h, w in sorted(shapes))})")
+        seg = np.stack([p.panoptic_seg.astype(np.int32) for p in preds]) if preds else np.zeros((0, 0, 0), np.int32)
+        info = [json.dumps(_served_segments(p)).encode() for p in preds]
+        return [Tensor("panoptic_seg", "INT32", seg), Tensor("segments_info", "BYTES", np.array(info, dtype=object))]
+
+    def serve_json(self, pred, classes) -> dict:
+        """Each segment with its class name and its pixels as a COCO RLE (the map, losslessly)."""
+        from ..results import encode_rle
+
+        info = _served_segments(pred)
+        if info:
+            for s, rle in zip(info, encode_rle(np.stack([pred.panoptic_seg == s["id"] for s in info]))):
+                s["segmentation"] = rle
+        return {"segments": info, "image_size": list(pred.image_hw)}
 
     legend_entries = 12
 
@@ -103,6 +130,22 @@ class PanopticSegmentationTask(Task):
         overall = total.average({c: True for c in total.per_cat})[0]
         metrics = {k: (1.0 if overall[k] is None else overall[k]) for k in ("pq", "sq", "rq")}
         return Agreement(metrics, per_input, [])
+
+
+def _served_segments(pred: Prediction) -> list[dict]:
+    """id, category_id (thing: index into the bundle's `classes`; stuff: into its `stuff_classes`),
+    category_name, isthing, area (counted on the map) and, for things, the instance's score."""
+    ids, counts = np.unique(pred.panoptic_seg, return_counts=True)
+    area = dict(zip(ids.tolist(), counts.tolist()))
+    out = []
+    for s in pred.segments_info or []:
+        d = {"id": int(s["id"]), "category_id": int(s["category_id"]),
+             "category_name": str(s.get("category_name", s["category_id"])), "isthing": bool(s["isthing"]),
+             "area": int(area.get(int(s["id"]), 0))}
+        if s.get("score") is not None:
+            d["score"] = float(s["score"])
+        out.append(d)
+    return out
 
 
 def _pixel_agreement(ref: Prediction, got: Prediction) -> float:
