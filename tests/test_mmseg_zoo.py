@@ -24,7 +24,8 @@ torch = pytest.importorskip("torch")
 
 from vdeploy.frameworks.mmseg.build import build_segmentor, model_kwargs  # noqa: E402
 from vdeploy.frameworks.mmseg.config import load_config  # noqa: E402
-from vdeploy.models.mmseg.attention_heads import CrissCrossAttention, bilinear, psa_mask  # noqa: E402
+from vdeploy.models.mmseg.attention_heads import CrissCrossAttention  # noqa: E402
+from vdeploy.models.mmseg.psa_head import bilinear, psa_mask  # noqa: E402
 
 ZOO = SHARED / "zoo" / "mmseg"
 KEYS = ROOT / "tests" / "data" / "references" / "mmseg_state_dict_keys.json.gz"

@@ -4,7 +4,7 @@ from __future__ import annotations
 NAME = "convert-weights"
 HELP = "Rename ResNet / Swin / ViT backbone weights into vdeploy's native names, with a coverage report."
 
-TARGETS = ("native-backbone",)
+TARGETS = ("native-backbone", "mmseg-vit")
 
 
 def add_arguments(parser) -> None:
@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--from", dest="source", required=True, choices=("timm", "torchvision", "detectron2"),
                         help="naming of the source checkpoint")
     parser.add_argument("--to", dest="target", default="native-backbone", choices=TARGETS,
-                        help="naming to write (default native-backbone, see docs/tools.md)")
+                        help="naming to write (default native-backbone, see docs/tools.md; mmseg-vit: "
+                             "mmseg's VisionTransformer names under backbone.)")
     parser.add_argument("--prefix", default="",
                         help="prepended to every output key, e.g. backbone.bottom_up. for a detectron2 R-CNN")
     parser.add_argument("--allow-missing", action="store_true",
@@ -38,9 +39,24 @@ def run(args) -> int:
     if conv.missing and not args.allow_missing:
         raise CheckpointError(f"{len(conv.missing)} backbone weight(s) missing, e.g. {conv.missing[0]}; "
                               "nothing written (--allow-missing writes a partial file)")
-    save_state_dict({args.prefix + k: v for k, v in conv.state_dict.items()}, args.out)
-    print(f"wrote {args.out}: {len(conv.state_dict)} tensors")
+    sd = conv.state_dict
+    if args.target == "mmseg-vit":
+        sd = mmseg_vit_names(conv)
+    save_state_dict({args.prefix + k: v for k, v in sd.items()}, args.out)
+    print(f"wrote {args.out}: {len(sd)} tensors")
     return 0
+
+
+def mmseg_vit_names(conv, out=print) -> dict:
+    from ..errors import UserError
+    from ..tools.convert_mmseg_vit import DROPPED_NOTE, native_vit_to_mmseg
+
+    if not conv.arch.startswith("vit"):
+        raise UserError(f"--to mmseg-vit needs a ViT checkpoint; this one is {conv.arch}")
+    sd, dropped = native_vit_to_mmseg(conv.state_dict)
+    if dropped:
+        out(f"  note: {DROPPED_NOTE}" if dropped == ["patch_embed.proj.bias"] else f"  dropped: {dropped}")
+    return sd
 
 
 def print_coverage(conv, out=print) -> None:

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ...errors import CheckpointError, ConfigError
+from . import families_a_args as fa_args
+from . import families_b_args as fb_args
+from . import vit_args
 
 _NORMS = ("BN", "SyncBN", "BN2d", "GN", "LN")
 _ACTS = ("ReLU", "ReLU6", "GELU", "HSwish", "HSigmoid", "Sigmoid", "LeakyReLU", "PReLU", "Swish")
@@ -233,6 +236,10 @@ def _icnet(bb: dict, where: str) -> dict:
 _BACKBONE_ARGS = {"ResNet": _resnet, "ResNetV1c": _resnet, "ResNetV1d": _resnet, "HRNet": _hrnet,
                   "MobileNetV2": _mobilenet_v2, "UNet": _unet, "BiSeNetV1": _bisenetv1, "BiSeNetV2": _bisenetv2,
                   "ICNet": _icnet, "MixVisionTransformer": _mit, "SwinTransformer": _swin}
+_BACKBONE_ARGS.update({"PCPVT": fa_args.twins_kwargs, "SVT": fa_args.twins_kwargs, "MSCAN": fa_args.mscan_kwargs,
+                       "mmpretrain.ConvNeXt": fa_args.convnext_kwargs, "mmpretrain.PoolFormer": fa_args.poolformer_kwargs})
+_BACKBONE_ARGS.update(VisionTransformer=vit_args.vision_transformer, BEiT=vit_args.beit, MAE=vit_args.mae)
+_BACKBONE_ARGS.update(fb_args.BACKBONE_ARGS)  # ResNeSt and the real-time nets
 
 
 def backbone_kwargs(bb: dict, where: str = "model.backbone") -> dict:
@@ -272,11 +279,21 @@ _HEAD_ARGS: dict[str, dict] = {
                 "normalization_factor": 1.0, "psa_softmax": True},
     "EncHead": {"num_codes": 32, "use_se_loss": True, "add_lateral": False},
     "OCRHead": {"ocr_channels": _REQUIRED, "scale": 1},
+    "SETRUPHead": {"num_convs": 1, "up_scale": 4, "kernel_size": 3, "norm_layer": {"type": "LN", "eps": 1e-6}},
+    "SETRMLAHead": {"mla_channels": 128, "up_scale": 4},
+    "SegmenterMaskTransformerHead": {"num_layers": _REQUIRED, "num_heads": _REQUIRED, "embed_dims": _REQUIRED,
+                                     "mlp_ratio": 4, "qkv_bias": True, "norm_cfg": {"type": "LN"},
+                                     "act_cfg": {"type": "GELU"}},
+    "DPTHead": {"embed_dims": 768, "post_process_channels": (96, 192, 384, 768), "readout_type": "ignore",
+                "expand_channels": False, "norm_cfg": {"type": "BN"}, "act_cfg": {"type": "ReLU"}},
 }
 # Heads that refine the previous head's logits (only after the first head of a cascade).
 _CASCADE = ("OCRHead",)
 # Heads whose input is always a list of features (mmseg fixes input_transform='multiple_select').
 _MULTI = ("UPerHead", "FPNHead", "SegformerHead", "ANNHead", "EncHead")
+_HEAD_ARGS["LightHamHead"] = {"ham_channels": 512, "ham_kwargs": {}}; _MULTI += ("LightHamHead",)
+_MULTI += ("SETRMLAHead", "DPTHead")
+_HEAD_ARGS.update(fb_args.HEAD_ARGS); _MULTI += ("PointHead",); _CASCADE += ("PointHead",)
 
 
 def head_kwargs(head: dict, where: str = "model.decode_head") -> dict:
@@ -361,6 +378,8 @@ def _jpu(neck: dict, where: str) -> dict:
 
 
 _NECK_ARGS = {"FPN": _fpn, "ICNeck": _icneck, "JPU": _jpu}
+_NECK_ARGS.update(MultiLevelNeck=vit_args.multilevel_neck, MLANeck=vit_args.mla_neck,
+                  Feature2Pyramid=vit_args.feature2pyramid)
 
 
 def neck_kwargs(neck: dict, where: str = "model.neck") -> dict:
@@ -434,6 +453,7 @@ def model_kwargs(cfg: dict) -> dict:
                 raise ConfigError(f"model.decode_head[{i}] {h['type']!r}: " +
                                   ("the first head of a cascade cannot refine logits" if i == 0 else
                                    f"heads after the first must be one of {_CASCADE}"))
+        head_kw = [fb_args.point_head_test_cfg(h, test_cfg, i == len(head_kw) - 1) for i, h in enumerate(head_kw)]
     else:
         head_kw = [head_kwargs(_section(model, "decode_head", "model."))]
         if head_kw[0]["type"] in _CASCADE:
@@ -445,6 +465,7 @@ def model_kwargs(cfg: dict) -> dict:
           "rgb": bool(pre.get("bgr_to_rgb", False)), "mode": mode,
           "resize": resize_policy(test_pipeline(cfg)),
           "dataset": ((cfg.get("test_dataloader") or {}).get("dataset") or {}).get("type")}
+    kw["multiple_of"] = fa_args.multiple_of(cfg, test_pipeline(cfg), mode)
     if mode == "slide":
         kw["crop_size"] = _pair(test_cfg.get("crop_size"), "model.test_cfg.crop_size")
         kw["stride"] = _pair(test_cfg.get("stride"), "model.test_cfg.stride")
@@ -460,7 +481,7 @@ def build_backbone(kw: dict):
         return M.ResNet(**kw)
     if "backbone" in kw:  # a network inside the backbone (BiSeNetV1's context path)
         kw["backbone"] = build_backbone(kw["backbone"])
-    return getattr(M, kind)(**kw)
+    return getattr(M, kind.rpartition(".")[2])(**kw)  # "mmpretrain.ConvNeXt" -> ConvNeXt
 
 
 def build_head(kw: dict):
@@ -482,9 +503,11 @@ def build_segmentor(kw: dict):
         if kw.get("neck"):
             nkw = dict(kw["neck"])
             neck = getattr(M, nkw.pop("type"))(**nkw)
-        return EncoderDecoder(build_backbone(kw["backbone"]), heads[0] if len(heads) == 1 else heads, neck=neck,
+        cls, extra = (M.MultipleOfEncoderDecoder, {"multiple_of": kw["multiple_of"]}) if kw.get("multiple_of") \
+            else (EncoderDecoder, {})
+        return cls(build_backbone(kw["backbone"]), heads[0] if len(heads) == 1 else heads, neck=neck,
                               mean=kw["mean"], std=kw["std"], align_corners=kw["head"]["align_corners"],
-                              mode=kw["mode"], crop_size=kw.get("crop_size"), stride=kw.get("stride")).eval()
+                              mode=kw["mode"], crop_size=kw.get("crop_size"), stride=kw.get("stride"), **extra).eval()
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -69,13 +69,14 @@ class ResNet(nn.Module):
                  strides: Sequence[int] = (1, 2, 2, 2), dilations: Sequence[int] = (1, 1, 1, 1),
                  out_indices: Sequence[int] = (0, 1, 2, 3), deep_stem: bool = False, avg_down: bool = False,
                  contract_dilation: bool = False, style: str = "pytorch",
-                 multi_grid: Sequence[int] | None = None):
+                 multi_grid: Sequence[int] | None = None, block=None):
         super().__init__()
         if depth not in BLOCKS_PER_STAGE:
             raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(BLOCKS_PER_STAGE)}")
         if len(strides) != 4 or len(dilations) != 4:
             raise ValueError("strides and dilations must have 4 entries (4 stages)")
-        block = BasicBlock if depth < 50 else Bottleneck
+        # `block`: another bottleneck with the same call (ResNeSt's split-attention one)
+        block = block or (BasicBlock if depth < 50 else Bottleneck)
         self.out_indices = tuple(out_indices)
         self.deep_stem = deep_stem
         if deep_stem:
@@ -105,8 +106,9 @@ class ResNet(nn.Module):
             if stride != 1 or inplanes != planes * block.expansion:
                 down: list[nn.Module] = []
                 conv_stride = stride
-                if avg_down and stride != 1:
-                    down.append(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False))
+                if avg_down:  # mmseg adds the pool even at stride 1 (a 1x1 one), which shifts the conv to `.1`
+                    down.append(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+                                if stride != 1 else nn.Identity())
                     conv_stride = 1
                 down += [nn.Conv2d(inplanes, planes * block.expansion, 1, conv_stride, bias=False),
                          batch_norm(planes * block.expansion)]
