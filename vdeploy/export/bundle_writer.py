@@ -65,6 +65,8 @@ def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] =
         EXPORTERS.get(f)  # an unknown format fails before any work
     precisions = list(dict.fromkeys(precisions))
     check_precisions(precisions, formats)
+    if dm.dynamic_export_refused and not (dm.input_size or input_size):
+        raise UserError(f"{dm.dynamic_export_refused}: export it at a fixed size with --input-size HxW")
     out = Path(out)
     if out.name in ("", ".", ".."):
         raise UserError(f"{out}: name a bundle folder (e.g. {Path(out, 'mymodel')})")

@@ -30,6 +30,9 @@ class DeployableModel:
     batchable: bool = False
     # A graph that only works at one size (classification, re-ID) names it; None = any size.
     input_size: Optional[tuple[int, int]] = None
+    # Why a graph traced at one size would be wrong at others (sizes fixed at trace time in the
+    # model's code); export then needs a fixed input size. None: any size exports.
+    dynamic_export_refused: Optional[str] = None
 
     def __post_init__(self):
         task = self.spec.get("task")

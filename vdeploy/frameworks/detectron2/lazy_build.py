@@ -38,6 +38,7 @@ _TRAINING_ONLY = {
     "SemSegFPNHead": {"ignore_value", "loss_weight"},
     "RetinaNet": {"anchor_matcher", "focal_loss_alpha", "focal_loss_gamma", "smooth_l1_beta", "box_reg_loss_type",
                   "vis_period"},
+    "FCOS": {"center_sampling_radius", "focal_loss_alpha", "focal_loss_gamma"},
     "ResNet": {"freeze_at"},
     "RegNet": {"freeze_at"},
     "RPN": {"anchor_matcher", "batch_size_per_image", "positive_fraction", "smooth_l1_beta", "loss_weight",
@@ -241,7 +242,8 @@ def _top_block(n: Node):
 def _fpn(n: Node) -> FPN:
     module = FPN(n.child("bottom_up"), list(n.get("in_features")), int(n.get("out_channels")),
                  norm=norm_of(n.get("norm", ""), n), top_block=_top_block(n), fuse_type=n.get("fuse_type", "sum"))
-    module.size_divisibility = max(int(n.get("square_pad", 0)), module.size_divisibility)
+    module.square_pad = int(n.get("square_pad", 0))  # every input padded to this square (LSJ)
+    module.size_divisibility = max(module.square_pad, module.size_divisibility)
     return module
 
 
@@ -447,42 +449,14 @@ def _panoptic_fpn(n: Node):
                        pixel_std=[float(v) for v in n.get("pixel_std")])
 
 
-def _retinanet(n: Node):
-    from ...models.detectron2.box_ops import Box2BoxTransform
-    from ...models.detectron2.retinanet import RetinaNet, RetinaNetHead
+def _dense(name: str) -> Callable[[Node], Any]:
+    """A builder of lazy_dense.py (RetinaNet, FCOS), imported when first used: that module reads
+    nodes with this one's helpers."""
+    def build(n: Node):
+        from . import lazy_dense
 
-    if n.get("input_format", "BGR") not in ("BGR", "RGB"):
-        n.fail("input_format must be BGR or RGB")
-    backbone = n.child("backbone")
-    shapes = backbone.output_shape()
-    in_features = list(n.get("head_in_features"))
-    missing = [f for f in in_features if f not in shapes]
-    if missing:
-        n.fail(f"head_in_features {missing} are not backbone outputs {list(shapes)}")
-    channels = {shapes[f].channels for f in in_features}
-    if len(channels) != 1:
-        n.fail("head_in_features differ in channels")
-    h = n.child_node("head", ("RetinaNetHead",))
-    h.get("input_shape")
-    dims = [int(d) for d in h.get("conv_dims")]
-    if any(d != next(iter(channels)) for d in dims) or h.get("norm", ""):
-        h.fail("only head convs as wide as the input and no norm are supported")
-    anchors = anchors_of(n)
-    if len(set(anchors.num_anchors)) != 1 or anchors.num_anchors[0] != int(h.get("num_anchors")):
-        h.fail(f"num_anchors must match the anchor generator's {anchors.num_anchors[0]} on every level")
-    num_classes = int(n.get("num_classes"))
-    if int(h.get("num_classes")) != num_classes:
-        h.fail("num_classes differs from the model's")
-    head = RetinaNetHead(in_channels=channels.pop(), num_classes=num_classes, num_anchors=anchors.num_anchors[0],
-                         num_convs=len(dims), prior_prob=float(h.get("prior_prob", 0.01)))
-    h.finish()
-    return RetinaNet(backbone=backbone, head=head, anchors=anchors, head_in_features=in_features,
-                     num_classes=num_classes, box_transform=Box2BoxTransform(_weights(n, "box2box_transform", (1, 1, 1, 1))),
-                     pixel_mean=[float(v) for v in n.get("pixel_mean")], pixel_std=[float(v) for v in n.get("pixel_std")],
-                     score_thresh=float(n.get("test_score_thresh", 0.05)),
-                     topk_candidates=int(n.get("test_topk_candidates", 1000)),
-                     nms_thresh=float(n.get("test_nms_thresh", 0.5)),
-                     max_detections=int(n.get("max_detections_per_image", 100)))
+        return getattr(lazy_dense, name)(n)
+    return build
 
 
 def _generalized_rcnn(n: Node) -> GeneralizedRCNN:
@@ -496,7 +470,8 @@ def _generalized_rcnn(n: Node) -> GeneralizedRCNN:
 
 BUILDERS: dict[str, Callable[[Node], Any]] = {
     "GeneralizedRCNN": _generalized_rcnn,
-    "RetinaNet": _retinanet,
+    "RetinaNet": _dense("build_retinanet"),
+    "FCOS": _dense("build_fcos"),
     "PanopticFPN": _panoptic_fpn,
     "SemSegFPNHead": _sem_seg_head,
     "ResNet": _resnet,
@@ -549,7 +524,7 @@ def yaml_view(model_cfg: dict, names: dict, module, source: str) -> dict:
     except (KeyError, TypeError):
         datasets = []
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
-    if arch == "RetinaNet":
+    if arch in ("RetinaNet", "FCOS"):  # one dense-detector spec (the real class is in the provenance)
         return {"INPUT": {"FORMAT": fmt, "MIN_SIZE_TEST": short, "MAX_SIZE_TEST": max_size},
                 "MODEL": {"META_ARCHITECTURE": "RetinaNet", "PIXEL_MEAN": model_cfg["pixel_mean"],
                           "PIXEL_STD": model_cfg["pixel_std"], "RETINANET": {"NUM_CLASSES": int(model_cfg["num_classes"])}},
@@ -635,9 +610,9 @@ def build(spec_path: str, weights: Optional[str] = None, **options) -> Deployabl
         raise ConfigError(f"{source}: defines no `model = L(...)(...)`")
     model_cfg = lc.resolve_interpolations(model_cfg, names, source)
     arch = lc.target_name(model_cfg)
-    if arch not in ("GeneralizedRCNN", "RetinaNet", "PanopticFPN"):
+    if arch not in ("GeneralizedRCNN", "RetinaNet", "FCOS", "PanopticFPN"):
         raise ConfigError(f"{source}: model: {model_cfg['_target_'].path} is not supported; LazyConfig models "
-                          "supported: GeneralizedRCNN (Mask / Faster / Cascade / Keypoint R-CNN), RetinaNet, PanopticFPN")
+                          "supported: GeneralizedRCNN (Mask / Faster / Cascade / Keypoint R-CNN), RetinaNet, FCOS, PanopticFPN")
     module = build_node(model_cfg, "model", source).eval()
     cfg = yaml_view(model_cfg, names, module, source)
     roi = getattr(module, "roi_heads", None)
@@ -651,4 +626,15 @@ def build(spec_path: str, weights: Optional[str] = None, **options) -> Deployabl
     provenance = {"source": source, "framework": "detectron2", "config_format": "lazyconfig",
                   "meta_architecture": arch, **load_weights(module, weights)}
     module, size = fixed_input(module, spec, options.get("input_size"))
-    return DeployableModel(module, spec, provenance, batchable=False, input_size=size)
+    return DeployableModel(module, spec, provenance, batchable=False, input_size=size,
+                           dynamic_export_refused=_traced_size_only(module))
+
+
+def _traced_size_only(module) -> Optional[str]:
+    """MViTv2 sizes its relative-position tables from the token grid in Python, so a traced graph
+    holds them for the traced size only; square padding (ViTDet's) makes every input one size."""
+    backbone = getattr(module, "backbone", None)
+    bottom_up = getattr(backbone, "bottom_up", backbone)
+    if isinstance(bottom_up, MViT) and not getattr(backbone, "square_pad", 0):
+        return "an MViTv2 backbone's relative-position tables are fixed when the graph is traced"
+    return None

@@ -193,12 +193,33 @@ class _File:
 
     def run(self) -> Module:
         tree = parse(self.path)
+        self._refuse_model_class_defined_here(tree)
         # Check every statement's imports first: a refused file is refused before anything is read.
         for stmt in tree.body:
             self.check_statement(stmt)
         for stmt in tree.body:
             self.execute(stmt)
         return self.names
+
+    def _refuse_model_class_defined_here(self, tree: ast.Module) -> None:
+        """`model = L(Net)(...)` with `class Net` written in the config itself (detectron2's
+        Misc/torchvision_imagenet_R_50.py): name that class, the one reason such a file cannot be
+        built, before the imports it needs are refused one by one."""
+        defined = {s.name: s for s in tree.body if isinstance(s, ast.ClassDef)}
+        for stmt in tree.body:
+            if not (isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "model"
+                                                         for t in stmt.targets)):
+                continue
+            call = stmt.value
+            lazy = call.func if isinstance(call, ast.Call) else None
+            if (isinstance(lazy, ast.Call) and isinstance(lazy.func, ast.Name) and lazy.func.id in ("L", "LazyCall")
+                    and len(lazy.args) == 1 and isinstance(lazy.args[0], ast.Name) and lazy.args[0].id in defined):
+                name = lazy.args[0].id
+                hint = ""
+                if any(isinstance(s, (ast.Import, ast.ImportFrom)) and "torchvision" in ast.dump(s) for s in tree.body):
+                    hint = " (a torchvision network can be exported as torchvision:NAME, e.g. torchvision:resnet50)"
+                self.refuse(stmt, f"model is L({name})(...), and {name} is a class written in this config file "
+                                  f"(line {defined[name].lineno}): its code would have to run{hint}")
 
     # ---- statements
 

@@ -18,24 +18,32 @@ import torchvision
 from torch import Tensor, nn
 
 from .box_ops import Box2BoxTransform
+from .resnet import make_norm
 from .rpn import AnchorGenerator
 
 
 class RetinaNetHead(nn.Module):
     """Two parallel conv towers (classification, box regression) shared by every level.
 
-    Submodule names follow detectron2 (`cls_subnet.0/2/4/6`, `cls_score`, ...) so its
-    checkpoints load as they are.
+    Submodule names follow detectron2 (`cls_subnet.0/2/4/6`, `cls_score`, ...; with a `norm`,
+    conv / norm / ReLU triples: `cls_subnet.0/1/3/4/...`) so its checkpoints load as they are.
+    `norm` is shared by every level, so only per-sample norms ("" or "GN") are accepted: detectron2
+    gives BN heads one BatchNorm per level, a layout this head does not have.
     """
 
     def __init__(self, *, in_channels: int, num_classes: int, num_anchors: int,
-                 num_convs: int, prior_prob: float = 0.01):
+                 num_convs: int, prior_prob: float = 0.01, norm: str = ""):
         super().__init__()
+        if norm not in ("", "GN"):
+            raise ValueError(f"head norm {norm!r} is not supported ('' or 'GN')")
         cls_layers: list[nn.Module] = []
         box_layers: list[nn.Module] = []
         for _ in range(num_convs):
-            cls_layers += [nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU()]
-            box_layers += [nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU()]
+            for layers in (cls_layers, box_layers):
+                layers.append(nn.Conv2d(in_channels, in_channels, 3, padding=1))
+                if norm:
+                    layers.append(make_norm(norm, in_channels))
+                layers.append(nn.ReLU())
         self.cls_subnet = nn.Sequential(*cls_layers)
         self.bbox_subnet = nn.Sequential(*box_layers)
         self.cls_score = nn.Conv2d(in_channels, num_anchors * num_classes, 3, padding=1)
@@ -107,12 +115,18 @@ class RetinaNet(nn.Module):
 
     def detect(self, logits: Sequence[Tensor], deltas: Sequence[Tensor],
                anchors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Per level: best `topk_candidates` scores above the threshold, decoded; then
-        class-wise NMS over all levels. Batch of one image."""
+        """Class logits -> detections (see `select`). Batch of one image."""
+        return self.select([logit.sigmoid() for logit in logits], deltas, anchors)
+
+    def select(self, probs: Sequence[Tensor], deltas: Sequence[Tensor],
+               anchors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Per level: best `topk_candidates` scores (probs [1, A*K, H, W]) above the threshold,
+        decoded by `box_transform`; then class-wise NMS over all levels. Batch of one image.
+        Shared by the dense detectors that differ only in how they score (FCOS)."""
         boxes_all, scores_all, classes_all = [], [], []
-        for logit, delta, anchor in zip(logits, deltas, anchors):
+        for prob, delta, anchor in zip(probs, deltas, anchors):
             # (1, A*K, H, W) -> flat (H, W, A, K) order, as detectron2's permute_to_N_HWA_K.
-            scores = logit[0].permute(1, 2, 0).reshape(-1).sigmoid()
+            scores = prob[0].permute(1, 2, 0).reshape(-1)
             delta = delta[0].permute(1, 2, 0).reshape(-1, 4)
             # Top-k first, then the threshold: the same set, in the same (descending) order,
             # as detectron2's threshold-then-top-k, without a data-dependent k.
