@@ -334,6 +334,8 @@ def test_matches_detectron2(name, config, tmp_path):
 # --------------------------------------------------------------------------- export
 
 SHORT, MAX = "dataloader.test.mapper.augmentations.0.short_edge_length", "dataloader.test.mapper.augmentations.0.max_size"
+MVIT_SMALL = ["model.backbone.bottom_up.depth", "4", "model.backbone.bottom_up.last_block_indexes", "[0,1,2,3]",
+              "model.roi_heads.box_predictors.2.test_score_thresh", "0.0"]
 EXPORTS = {  # config, input size, overrides (small inputs and networks, a zero score threshold), task
     "regnetx": (D2_ZOO / "new_baselines/mask_rcnn_regnetx_4gf_dds_FPN_100ep_LSJ.py", "320x320",
                 [SHORT, "320", "model.roi_heads.box_predictor.test_score_thresh", "0.0"], "instance_segmentation"),
@@ -343,12 +345,8 @@ EXPORTS = {  # config, input size, overrides (small inputs and networks, a zero 
                 "model.roi_heads.box_predictor.test_score_thresh", "0.0"], "instance_segmentation"),
     "fcos": (D2_ZOO / "COCO-Detection/fcos_R_50_FPN_1x.py", "256x256",
              [SHORT, "256", MAX, "256", "model.test_score_thresh", "0.0"], "detection"),
-    # square_pad: the MViT graph is traced at one input size and is only right at that size (its
-    # relative-position tables are sized at trace time), so every verified input is padded to it
     "mvitv2": (PROJECTS / "MViTv2/configs/cascade_mask_rcnn_mvitv2_t_3x.py", "256x256",
-               [SHORT, "256", MAX, "256", "model.backbone.square_pad", "256", "model.backbone.bottom_up.depth", "4",
-                "model.backbone.bottom_up.last_block_indexes", "[0,1,2,3]",
-                "model.roi_heads.box_predictors.2.test_score_thresh", "0.0"], "instance_segmentation"),
+               [SHORT, "256", MAX, "256", *MVIT_SMALL], "instance_segmentation"),
     "swin": (PROJECTS / "ViTDet/configs/COCO/cascade_mask_rcnn_swin_b_in21k_50ep.py", "256x256",
              [SHORT, "256", MAX, "256", "model.backbone.square_pad", "256",
               "model.backbone.bottom_up.depths", "[2,2,2,2]", "model.backbone.bottom_up.embed_dim", "32",
@@ -377,18 +375,78 @@ def test_export_verifies_on_onnxruntime_and_openvino(case, tmp_path):
     assert matched and min(matched) > 0, "an input had no detections: nothing was compared"
 
 
-@needs_zoo
-def test_mvitv2_exports_only_at_a_fixed_size(tmp_path):
-    """MViTv2's relative-position tables are sized from the token grid when the graph is traced: a
-    dynamic export would be wrong at every other size, so it is refused before any work, and a
-    fixed --input-size (letterboxed, so every input is the traced size) is what export asks for."""
-    from vdeploy.export import export_bundle
+def test_mvit_graph_follows_the_input_size(tmp_path):
+    """The relative-position tables of MViT's global-attention blocks (q/k grids that follow the
+    input) and its window padding are computed from shapes inside the traced graph: exported at
+    224x224 (grids that need no window padding), it agrees with PyTorch at two other non-square
+    sizes whose grids are not multiples of one another, on onnxruntime and OpenVINO."""
+    ort = pytest.importorskip("onnxruntime")
+    ov = pytest.importorskip("openvino")
+    from vdeploy.models.detectron2.mvit import MViT
 
-    dm = build_model(str(PROJECTS / "MViTv2/configs/cascade_mask_rcnn_mvitv2_t_3x.py"),
-                     config_overrides=[("model.backbone.bottom_up.depth", "4"),
-                                       ("model.backbone.bottom_up.last_block_indexes", "[0,1,2,3]")])
-    with pytest.raises(UserError, match="--input-size HxW") as e:
-        export_bundle(dm, tmp_path / "b", ["onnx"], verify=False, log=lambda *a: None)
-    assert "relative-position tables" in str(e.value) and not (tmp_path / "b").exists()
-    vitdet = build_model(str(PROJECTS / "ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py"))
-    assert vitdet.dynamic_export_refused is None  # square padding: every input is one size
+    torch.manual_seed(0)
+    net = MViT(img_size=224, embed_dim=32, depth=4, last_block_indexes=(0, 1, 2, 3)).eval()
+    for name, p in net.named_parameters():
+        if "rel_pos" in name:  # zero-initialised: make them count
+            torch.nn.init.normal_(p, std=0.5)
+
+    class Scales(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return tuple(self.net(x).values())
+
+    model, path = Scales(net).eval(), tmp_path / "mvit.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, 224, 224), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for hw in ((200, 328), (328, 136)):
+        x = torch.randn(1, 3, *hw)
+        with torch.no_grad():
+            want = [t.numpy() for t in model(x)]
+        for got in (session.run(None, {"x": x.numpy()}), list(compiled(x.numpy()).values())):
+            assert [g.shape for g in got] == [w.shape for w in want]
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, atol=2e-4, rtol=0)
+
+
+@pytest.mark.slow
+@needs_zoo
+def test_mvitv2_dynamic_export_verifies_at_other_sizes(tmp_path):
+    """Exported with dynamic height and width (no --input-size), MViTv2 verifies on onnxruntime and
+    OpenVINO at inputs whose network sizes differ from the export's."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    import cv2
+
+    from vdeploy.export.bundle_writer import EXPORT_EXAMPLE_HW
+    from vdeploy.runtime.preprocess import preprocess
+    from vdeploy.runtime.synthetic import synthetic_image
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), synthetic_image(300, 500, seed=3))
+    out = tmp_path / "bundle"
+    config = PROJECTS / "MViTv2/configs/cascade_mask_rcnn_mvitv2_t_3x.py"
+    r = subprocess.run([sys.executable, "-m", "vdeploy", "export", str(config),
+                        "--format", "onnx,openvino", "--out", str(out), "--images", str(photo),
+                        "--opts", SHORT, "256", MAX, "256", *MVIT_SMALL], capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "onnxruntime: PASS" in r.stdout and "openvino: PASS" in r.stdout, r.stdout[-3000:]
+    deploy = json.loads((out / "deploy.json").read_text())
+    assert deploy["inputs"][0]["shape"][2:] == ["height", "width"]
+    record = deploy["verification"]
+    for backend in ("onnxruntime", "openvino"):
+        assert [i["matched"] > 0 for i in record["backends"][backend]["per_input"]] == [True] * 3
+
+    def network_hw(img):
+        return preprocess(img, deploy, None).inputs["images"].shape[2:]
+
+    export_hw = network_hw(synthetic_image(*EXPORT_EXAMPLE_HW, seed=1))
+    verified = {network_hw(cv2.imread(str(photo)))} | {
+        network_hw(synthetic_image(*map(int, name.split()[-1].split("x")), seed=0))
+        for name in record["inputs"] if name.startswith("random ")}
+    others = verified - {export_hw}
+    assert len(others) >= 2 and all(h != w for h, w in others), (export_hw, verified)

@@ -626,15 +626,4 @@ def build(spec_path: str, weights: Optional[str] = None, **options) -> Deployabl
     provenance = {"source": source, "framework": "detectron2", "config_format": "lazyconfig",
                   "meta_architecture": arch, **load_weights(module, weights)}
     module, size = fixed_input(module, spec, options.get("input_size"))
-    return DeployableModel(module, spec, provenance, batchable=False, input_size=size,
-                           dynamic_export_refused=_traced_size_only(module))
-
-
-def _traced_size_only(module) -> Optional[str]:
-    """MViTv2 sizes its relative-position tables from the token grid in Python, so a traced graph
-    holds them for the traced size only; square padding (ViTDet's) makes every input one size."""
-    backbone = getattr(module, "backbone", None)
-    bottom_up = getattr(backbone, "bottom_up", backbone)
-    if isinstance(bottom_up, MViT) and not getattr(backbone, "square_pad", 0):
-        return "an MViTv2 backbone's relative-position tables are fixed when the graph is traced"
-    return None
+    return DeployableModel(module, spec, provenance, batchable=False, input_size=size)

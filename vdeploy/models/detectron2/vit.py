@@ -29,11 +29,13 @@ def init_linears(module: nn.Module) -> None:
 
 
 def window_partition(x: torch.Tensor, window: int):
-    """[B, H, W, C] -> windows [B * nW, window, window, C] (zero-padded to a multiple), (Hp, Wp)."""
+    """[B, H, W, C] -> windows [B * nW, window, window, C] (zero-padded to a multiple), (Hp, Wp).
+
+    Padded (by zero when H and W are multiples) and cropped unconditionally: under tracing the
+    sizes follow the input, so a pad skipped at the traced size must still be in the graph."""
     B, H, W, C = x.shape
     pad_h, pad_w = (window - H % window) % window, (window - W % window) % window
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     Hp, Wp = H + pad_h, W + pad_w
     x = x.view(B, Hp // window, window, Wp // window, window, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, C), (Hp, Wp)
@@ -45,23 +47,35 @@ def window_unpartition(windows: torch.Tensor, window: int, pad_hw, hw) -> torch.
     B = windows.shape[0] // (Hp * Wp // window // window)
     x = windows.view(B, Hp // window, Wp // window, window, window, -1)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)
-    return x[:, :H, :W, :] if Hp > H or Wp > W else x
+    return x[:, :H, :W, :]
 
 
-def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+def get_rel_pos(q_size, k_size, rel_pos: torch.Tensor) -> torch.Tensor:
     """Relative position embeddings [q_size, k_size, C], resized linearly when the table's length
-    is not 2 * max(q, k) - 1 (as detectron2 does for inputs other than the pre-training size)."""
-    max_rel_dist = int(2 * max(q_size, k_size) - 1)
-    if rel_pos.shape[0] != max_rel_dist:
-        rel_pos = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist,
-                                mode="linear").reshape(-1, max_rel_dist).permute(1, 0)
-    q_coords = torch.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
-    k_coords = torch.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
-    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    is not 2 * max(q, k) - 1 (as detectron2 does for inputs other than the pre-training size).
+
+    q_size / k_size are ints, or 0-d tensors when traced from a shape: every size is then computed
+    with tensor ops so the exported graph follows the input size (and, as the length cannot be
+    compared at trace time, the table is always resized: an identity at its own length). The
+    coordinate ratios are taken in float64 and rounded to float32 as Python floats would be, so
+    the gathered indexes are the same as detectron2's."""
+    traced = isinstance(q_size, torch.Tensor) or isinstance(k_size, torch.Tensor)
+    q_n, k_n = torch.as_tensor(q_size), torch.as_tensor(k_size)
+    length = 2 * torch.maximum(q_n, k_n) - 1
+    if traced or rel_pos.shape[0] != int(length):
+        size = length if traced else int(length)
+        rel_pos = F.interpolate(rel_pos.permute(1, 0)[None], size=size, mode="linear")[0].permute(1, 0)
+    q_ratio = (k_n.double() / q_n.double()).clamp(min=1.0)
+    k_ratio = (q_n.double() / k_n.double()).clamp(min=1.0)
+    q_coords = torch.arange(q_n)[:, None] * q_ratio.float()
+    k_coords = torch.arange(k_n)[None, :] * k_ratio.float()
+    relative = (q_coords - k_coords) + ((k_n - 1).double() * k_ratio).float()
     return rel_pos[relative.long()]
 
 
 def add_decomposed_rel_pos(attn, q, rel_pos_h, rel_pos_w, q_size, k_size):
+    """attn [B, q_h * q_w, k_h * k_w] plus the query's dot products with the height and width
+    relative-position embeddings; sizes are ints or, traced from shapes, 0-d tensors."""
     q_h, q_w = q_size
     k_h, k_w = k_size
     Rh, Rw = get_rel_pos(q_h, k_h, rel_pos_h), get_rel_pos(q_w, k_w, rel_pos_w)
