@@ -22,17 +22,15 @@ and PoolFormer resize-to-multiple paths are exercised).
 LightHamHead draws its starting NMF bases with torch.rand on every forward; torch.manual_seed(0)
 right before each inference makes mmseg draw what vdeploy's fixed bases hold (seed 0).
 """
-import hashlib, json, os, sys
+import json, os
 import numpy as np
 import torch
 import cv2
+import mmpretrain.models  # noqa: F401  (registers mmpretrain.ConvNeXt / PoolFormer)
+from mmengine.config import Config
+from mmseg.apis import init_model, inference_model
 
-zoo, goldens, out_dir = sys.argv[1:4]
-sys.path.insert(0, goldens)
-from weights import golden_state_dict  # noqa: E402
-import mmpretrain.models  # noqa: E402,F401  (registers mmpretrain.ConvNeXt / PoolFormer)
-from mmengine.config import Config  # noqa: E402
-from mmseg.apis import init_model, inference_model  # noqa: E402
+from mmseg_reference_common import calibrate_bn, golden_state_dict_from, parse_args, prepare_config, stand_in_weights
 
 CASES = {
     "twins_pcpvt_fpn": "twins/twins_pcpvt-s_fpn_fpnhead_8xb4-80k_ade20k-512x512.py",
@@ -45,57 +43,14 @@ IMAGES = ("chelsea", "coffee")
 TEST_SCALE = (2048, 160)
 
 
-def to_bn(d):
-    if isinstance(d, dict):
-        if d.get("type") == "SyncBN":
-            d["type"] = "BN"
-        for v in d.values():
-            to_bn(v)
-    elif isinstance(d, (list, tuple)):
-        for v in d:
-            to_bn(v)
-
-
-def small_test_size(cfg):
-    for pipeline in (cfg.test_pipeline, cfg.test_dataloader.dataset.pipeline):
-        for step in pipeline:
-            if step["type"] == "Resize":
-                step["scale"] = TEST_SCALE
-
-
-def run_case(name, rel):
+def run_case(name, rel, zoo, goldens, out_dir):
     cfg = Config.fromfile(os.path.join(zoo, rel))
-    to_bn(cfg.model)
-    cfg.model.pop("pretrained", None)
-    cfg.model.backbone.pop("init_cfg", None)
-    small_test_size(cfg)
+    prepare_config(cfg, {"test_resize": TEST_SCALE})
     model = init_model(cfg, None, device="cpu").eval()
-    manifest = [(k, list(v.shape)) for k, v in model.state_dict().items()]
-    sd = golden_state_dict(manifest)
-    h = hashlib.sha256()
-    for k, v in sd.items():
-        h.update(k.encode()); h.update(v.tobytes())
+    manifest, sd, sha = stand_in_weights(model, golden_state_dict_from(goldens))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
-    names = {m: n for n, m in model.named_modules()}
-    stats, hooks = {}, []
-
-    def pre(mod, inp):
-        x = inp[0]
-        if x.shape[0] * x.shape[2] * x.shape[3] > 1:
-            mod.running_mean.copy_(x.mean(dim=(0, 2, 3))); mod.running_var.copy_(x.var(dim=(0, 2, 3)))
-        else:  # a pooled 1x1 map (UPerHead's pyramid pooling): scale it to unit RMS
-            mod.running_mean.zero_(); mod.running_var.fill_(float((x ** 2).mean()))
-        stats[names[mod] + ".running_mean"] = mod.running_mean.numpy().copy()
-        stats[names[mod] + ".running_var"] = mod.running_var.numpy().copy()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            hooks.append(m.register_forward_pre_hook(pre))
     img_dir = os.path.join(goldens, "images")
-    with torch.no_grad():
-        torch.manual_seed(0)
-        inference_model(model, cv2.imread(os.path.join(img_dir, IMAGES[0] + ".png")))
-    for hk in hooks:
-        hk.remove()
+    stats = calibrate_bn(model, cv2.imread(os.path.join(img_dir, IMAGES[0] + ".png")), seed=0)
     case_dir = os.path.join(out_dir, name)
     os.makedirs(case_dir, exist_ok=True)
     np.savez_compressed(os.path.join(case_dir, "bn_stats.npz"), **stats)
@@ -123,11 +78,11 @@ def run_case(name, rel):
         json.dump({"config": rel, "framework": "mmsegmentation 1.2.2 + mmpretrain (SyncBN -> BN)",
                    "test_resize_scale": list(TEST_SCALE), "images": list(IMAGES), "ham_seed": 0,
                    "weights": "goldens/weights.py golden_state_dict(keys), then bn_stats.npz",
-                   "weights_sha256": h.hexdigest(), "fairness": fairness, "keys": manifest}, f, indent=0)
+                   "weights_sha256": sha, "fairness": fairness, "keys": manifest}, f, indent=0)
 
 
 if __name__ == "__main__":
-    only = sys.argv[4:]
+    args = parse_args(__doc__, CASES)
     for name, rel in CASES.items():
-        if not only or name in only:
-            run_case(name, rel)
+        if not args.cases or name in args.cases:
+            run_case(name, rel, args.zoo, args.goldens, args.out_dir)
