@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import GOLDENS, ROOT, SHARED
+from mmseg_label_maps import label_map_agreement  # noqa: E402
 
 torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
@@ -130,11 +131,6 @@ def reference_models(tmp_path_factory):
             models[case] = (model.eval(), spec_for(kw, [f"c{i}" for i in range(kw["head"]["num_classes"])]), manifest)
         return models[case]
     return get
-
-
-def label_map_agreement(got, ref):
-    ious = [((got == c) & (ref == c)).sum() / ((got == c) | (ref == c)).sum() for c in np.unique(ref)]
-    return float((got == ref).mean()), float(np.mean(ious))
 
 
 # chelsea always runs; coffee is marked slow (`-m "not slow"` leaves it out)
