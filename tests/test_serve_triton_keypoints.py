@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed (pip install vdeploy[triton])")
 
 from test_serve_triton import parse_config  # noqa: E402
-from test_serve_triton_server import free_ports, triton_env  # noqa: E402,F401  (triton_env: a fixture)
+from test_serve_triton_server import launch_triton_serve, triton_env  # noqa: E402,F401  (triton_env: a fixture)
 
 CONFIG = SHARED / "zoo" / "detectron2" / "COCO-Keypoints" / "keypoint_rcnn_R_50_FPN_3x.yaml"
 SMALL = [("MODEL.RESNETS.DEPTH", "18"), ("MODEL.RESNETS.RES2_OUT_CHANNELS", "64"), ("MODEL.FPN.OUT_CHANNELS", "32"),
@@ -49,19 +49,9 @@ def repository(kp_bundle, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def triton(triton_env, repository):  # noqa: F811
-    from vdeploy.serve.triton_server import stop, wait_ready
+    from vdeploy.serve.triton_server import stop
 
-    http, grpc = free_ports(2)
-    log = repository.parent / "tritonserver.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "vdeploy", "triton-serve", str(repository), "--env",
-                                    str(triton_env), "--http-port", str(http), "--grpc-port", str(grpc),
-                                    "--metrics-port", "0"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_ready(f"http://127.0.0.1:{http}", process, timeout=180)
-    except Exception:
-        stop(process)
-        pytest.fail(f"tritonserver did not come up:\n{log.read_text()[-3000:]}")
+    process, http, _ = launch_triton_serve([repository], triton_env, repository.parent / "tritonserver.log")
     yield f"127.0.0.1:{http}"
     stop(process, timeout=90)
 

@@ -93,21 +93,13 @@ def free_ports(n):
     return ports
 
 
-@pytest.fixture(scope="module")
-def triton(triton_env, bundles, tmp_path_factory):
-    """One server, one repository per model (Triton takes several --model-repository)."""
+def launch_triton_serve(repos, triton_env, log: Path):
+    """`vdeploy triton-serve`, as a user runs it, on free loopback ports; (process, http, grpc) once
+    Triton answers ready, else the test fails with the server's log."""
     from vdeploy.serve.triton_server import stop, wait_ready
 
-    root = tmp_path_factory.mktemp("repos")
-    repos = []
-    for name in [n for n in TASKS if (bundles / n).is_dir()]:
-        r = run_cli("export-triton", bundles / name, root / name, "--name", name, "--max-batch-size", "4",
-                    "--max-delay-us", str(DELAY_US))
-        assert r.returncode == 0, r.stderr
-        repos.append(root / name)
     http, grpc = free_ports(2)
-    log = root / "tritonserver.log"
-    with open(log, "wb") as out:  # `vdeploy triton-serve`, as a user runs it
+    with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "vdeploy", "triton-serve", *map(str, repos), "--env",
                                     str(triton_env), "--http-port", str(http), "--grpc-port", str(grpc),
                                     "--metrics-port", "0"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -116,6 +108,23 @@ def triton(triton_env, bundles, tmp_path_factory):
     except Exception:
         stop(process)
         pytest.fail(f"tritonserver did not come up:\n{log.read_text()[-3000:]}")
+    return process, http, grpc
+
+
+@pytest.fixture(scope="module")
+def triton(triton_env, bundles, tmp_path_factory):
+    """One server, one repository per model (Triton takes several --model-repository)."""
+    from vdeploy.serve.triton_server import stop
+
+    root = tmp_path_factory.mktemp("repos")
+    repos = []
+    for name in [n for n in TASKS if (bundles / n).is_dir()]:
+        r = run_cli("export-triton", bundles / name, root / name, "--name", name, "--max-batch-size", "4",
+                    "--max-delay-us", str(DELAY_US))
+        assert r.returncode == 0, r.stderr
+        repos.append(root / name)
+    log = root / "tritonserver.log"
+    process, http, grpc = launch_triton_serve(repos, triton_env, log)
     children = [int(c) for c in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
     yield {"http": f"127.0.0.1:{http}", "grpc": f"127.0.0.1:{grpc}", "log": log}
     began = time.monotonic()
