@@ -1,20 +1,22 @@
-"""`vdeploy convert-weights SRC --from timm|torchvision|detectron2 --to native-backbone OUT`."""
+"""`vdeploy convert-weights SRC OUT --from timm|torchvision|detectron2|segformer --to native-backbone|mmseg-*`."""
 from __future__ import annotations
 
 NAME = "convert-weights"
 HELP = "Rename ResNet / Swin / ViT backbone weights into vdeploy's native names, with a coverage report."
 
-TARGETS = ("native-backbone", "mmseg-vit")
+TARGETS = ("native-backbone", "mmseg-vit", "mmseg-swin", "mmseg-mit")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("src", help="source checkpoint (.pth, .pkl, .safetensors)")
     parser.add_argument("out", help="output file: .safetensors, .pth or .pt")
-    parser.add_argument("--from", dest="source", required=True, choices=("timm", "torchvision", "detectron2"),
-                        help="naming of the source checkpoint")
+    parser.add_argument("--from", dest="source", required=True, choices=("timm", "torchvision", "detectron2", "segformer"),
+                        help="naming of the source checkpoint (segformer: the official SegFormer code's MiT "
+                             "checkpoints, for --to mmseg-mit)")
     parser.add_argument("--to", dest="target", default="native-backbone", choices=TARGETS,
-                        help="naming to write (default native-backbone, see docs/tools.md; mmseg-vit: "
-                             "mmseg's VisionTransformer names under backbone.)")
+                        help="naming to write (default native-backbone, see docs/tools.md; mmseg-vit, mmseg-swin, "
+                             "mmseg-mit: the names of mmseg's VisionTransformer, SwinTransformer, "
+                             "MixVisionTransformer under backbone.)")
     parser.add_argument("--prefix", default="",
                         help="prepended to every output key, e.g. backbone.bottom_up. for a detectron2 R-CNN")
     parser.add_argument("--allow-missing", action="store_true",
@@ -29,7 +31,13 @@ def run(args) -> int:
 
     if not args.out.endswith((".safetensors", ".pth", ".pt")):
         raise UserError(f"{args.out}: output must end in .safetensors, .pth or .pt")
-    conv = convert_state_dict(load_source(args.src), args.source)
+    if (args.source == "segformer") != (args.target == "mmseg-mit"):
+        raise UserError("--from segformer goes with --to mmseg-mit: MiT exists only in those two namings")
+    if args.source == "segformer":
+        from ..tools.convert_mmseg_mit import convert_segformer_mit
+        conv = convert_segformer_mit(load_source(args.src))
+    else:
+        conv = convert_state_dict(load_source(args.src), args.source)
     print_coverage(conv)
     if args.report:
         atomic_write_json(args.report, conv.summary())
@@ -40,22 +48,28 @@ def run(args) -> int:
         raise CheckpointError(f"{len(conv.missing)} backbone weight(s) missing, e.g. {conv.missing[0]}; "
                               "nothing written (--allow-missing writes a partial file)")
     sd = conv.state_dict
-    if args.target == "mmseg-vit":
-        sd = mmseg_vit_names(conv)
+    if args.target in ("mmseg-vit", "mmseg-swin"):
+        sd = mmseg_names(conv, args.target)
     save_state_dict({args.prefix + k: v for k, v in sd.items()}, args.out)
     print(f"wrote {args.out}: {len(sd)} tensors")
     return 0
 
 
-def mmseg_vit_names(conv, out=print) -> dict:
+def mmseg_names(conv, target: str, out=print) -> dict:
+    """Native ViT / Swin names -> mmseg's, with what has no place there reported."""
     from ..errors import UserError
-    from ..tools.convert_mmseg_vit import DROPPED_NOTE, native_vit_to_mmseg
+    from ..tools import convert_mmseg_swin, convert_mmseg_vit
 
-    if not conv.arch.startswith("vit"):
-        raise UserError(f"--to mmseg-vit needs a ViT checkpoint; this one is {conv.arch}")
-    sd, dropped = native_vit_to_mmseg(conv.state_dict)
+    arch, name, rename, expected_drop, note = {
+        "mmseg-vit": ("vit", "ViT", convert_mmseg_vit.native_vit_to_mmseg, ["patch_embed.proj.bias"],
+                      convert_mmseg_vit.DROPPED_NOTE),
+        "mmseg-swin": ("swin", "Swin", convert_mmseg_swin.native_swin_to_mmseg, ["norm.weight", "norm.bias"],
+                       convert_mmseg_swin.DROPPED_NOTE)}[target]
+    if not conv.arch.startswith(arch):
+        raise UserError(f"--to {target} needs a {name} checkpoint; this one is {conv.arch}")
+    sd, dropped = rename(conv.state_dict)
     if dropped:
-        out(f"  note: {DROPPED_NOTE}" if dropped == ["patch_embed.proj.bias"] else f"  dropped: {dropped}")
+        out(f"  note: {note}" if sorted(dropped) == sorted(expected_drop) else f"  dropped: {dropped}")
     return sd
 
 

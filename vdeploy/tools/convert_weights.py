@@ -276,9 +276,10 @@ def _swin_reference(sd: dict) -> tuple[str, dict[str, tuple]]:
     from torchvision.models.swin_transformer import SwinTransformer
 
     dim, _, patch, _ = _shape(sd, "patch_embed.proj.weight", "Swin")
-    depths = [len({k.split(".")[3] for k in sd if k.startswith(f"stages.{s}.blocks.")}) for s in range(4)]
+    n_stages = len({k.split(".")[1] for k in sd if k.startswith("stages.")})
+    depths = [len({k.split(".")[3] for k in sd if k.startswith(f"stages.{s}.blocks.")}) for s in range(n_stages)]
     heads, window = [], 7
-    for s in range(4):
+    for s in range(n_stages):
         rows, h = _shape(sd, f"stages.{s}.blocks.0.attn.relative_position_bias_table", "Swin")
         heads.append(h)
         window = (math.isqrt(rows) + 1) // 2
