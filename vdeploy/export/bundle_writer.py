@@ -12,10 +12,13 @@ from ..errors import UserError, VerificationError
 from ..models.base import DeployableModel
 from ..bundle import DEPLOY_JSON, Bundle, write_deploy_json
 from ..runtime.preprocess import preprocess
-from .formats import EXPORTERS
+from .formats import EXPORTERS, ONNX_DATA
 from .precision import check_precisions, mark_runtime_precisions
 from .spec import bundle_meta, synthetic_image
 from .staging import StagingJob, clean_stale
+
+# Files an exporter writes beside the model file that hold its tensors.
+WEIGHT_FILES = ("model.bin", ONNX_DATA)
 
 # Export on one shape, verify on others (see verify.py): the example is landscape.
 EXPORT_EXAMPLE_HW = (480, 640)
@@ -87,7 +90,7 @@ def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] =
             files = EXPORTERS.get(fmt)(dm, meta, inputs, job.staging, opset=opset, slim=slim,
                                        onnx_path=job.staging / "model.onnx")
             for fname in files:
-                meta["files"][fname] = {"format": fmt, "role": "model" if fname != "model.bin" else "weights"}
+                meta["files"][fname] = {"format": fmt, "role": "weights" if fname in WEIGHT_FILES else "model"}
         mark_runtime_precisions(meta, precisions)
         if "int8" in precisions:
             from .quantize import add_int8_files

@@ -43,30 +43,59 @@ def _dynamic_axes(meta: dict) -> dict:
     return axes
 
 
+ONNX_DATA = "model.onnx.data"   # the tensors of a graph over protobuf's 2 GB limit (ViT-H, ...)
+
+
+def _readable_like_the_rest(path: Path) -> None:
+    """onnx writes its external-data file owner-only; a bundle's files get the umask's permissions
+    like every other file, so that a server running as another user can read them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @EXPORTERS.register("onnx")
 def export_onnx(dm: DeployableModel, meta: dict, inputs: dict, folder: Path, *, opset: int = DEFAULT_OPSET,
                 slim: bool = False, **_) -> list[str]:
+    import tempfile
+
     import onnx
 
     path = folder / "model.onnx"
-    with _staged(path) as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=folder) as work, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        raw = Path(work) / "model.onnx"
         with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(dm.module, _args(dm, inputs), str(tmp), dynamo=False, opset_version=opset,
+            torch.onnx.export(dm.module, _args(dm, inputs), str(raw), dynamo=False, opset_version=opset,
                               input_names=[i["name"] for i in meta["inputs"]],
                               output_names=[o["name"] for o in meta["outputs"]],
                               dynamic_axes=_dynamic_axes(meta) or None, do_constant_folding=True)
-        model = onnx.load(str(tmp))
-        onnx.checker.check_model(model, full_check=True)
-        model = onnx.shape_inference.infer_shapes(model)
-        if slim:
-            import onnxslim
+        # Over 2 GB the exporter writes each tensor as a file beside the graph: checked and
+        # shape-inferred by path, then saved with all tensors in one file next to model.onnx.
+        large = any(p.name != raw.name for p in Path(work).iterdir())
+        if large and slim:
+            from ..errors import UserError
+            raise UserError("--slim: this model's ONNX graph is over 2 GB, which onnxslim cannot rewrite in memory")
+        with _staged(path) as tmp:
+            if large:
+                inferred = Path(work) / "inferred.onnx"
+                onnx.shape_inference.infer_shapes_path(str(raw), str(inferred))
+                onnx.checker.check_model(str(inferred), full_check=True)
+                onnx.save_model(onnx.load(str(inferred)), str(tmp), save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=ONNX_DATA, size_threshold=1024)
+                _readable_like_the_rest(folder / ONNX_DATA)
+            else:
+                model = onnx.load(str(raw))
+                onnx.checker.check_model(model, full_check=True)
+                model = onnx.shape_inference.infer_shapes(model)
+                if slim:
+                    import onnxslim
 
-            model = onnxslim.slim(model)
-            onnx.checker.check_model(model)
-        onnx.save(model, str(tmp))
+                    model = onnxslim.slim(model)
+                    onnx.checker.check_model(model)
+                onnx.save(model, str(tmp))
     meta.setdefault("provenance", {}).update(opset=opset, onnx=onnx.__version__, onnx_slimmed=slim)
-    return ["model.onnx"]
+    return ["model.onnx", ONNX_DATA] if large else ["model.onnx"]
 
 
 @EXPORTERS.register("torchscript")

@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from .box_ops import Box2BoxTransform, DEFAULT_SCALE_CLAMP, clip_boxes
+from .class_nms import class_batched_nms
 from .poolers import ROIPooler
 from .resnet import Conv2d, make_norm, make_stage
 
@@ -112,6 +113,18 @@ def fast_rcnn_inference(boxes: torch.Tensor, probs: torch.Tensor, image_hw: torc
     rows = torch.nonzero(valid).squeeze(1)
     boxes, scores = boxes[rows], probs[rows, :-1]
     boxes = clip_boxes(boxes.reshape(-1, 4), image_hw).reshape(rows.shape[0], -1, 4)
+
+    if torch.onnx.is_in_onnx_export():
+        # One NMS per class in the graph (class_nms.py: the coordinate trick is quadratic in the
+        # candidates, which an LVIS model has by the million).
+        boxes = boxes.expand(-1, scores.shape[1], -1) if boxes.shape[1] == 1 else boxes
+        per_class = topk_per_image if topk_per_image >= 0 else 2 ** 31 - 1
+        rows, classes = class_batched_nms(boxes, scores, score_thresh, nms_thresh, per_class)
+        kept = scores[rows, classes]
+        order = torch.argsort(kept, descending=True)  # ONNX TopK: ties keep the lower index first
+        if topk_per_image >= 0:
+            order = order[:topk_per_image]
+        return boxes[rows[order], classes[order]], kept[order], classes[order]
 
     # (row, class) of every candidate, row-major as detectron2's boolean-mask indexing orders them.
     inds = torch.nonzero(scores > score_thresh)
