@@ -24,7 +24,7 @@ def test_predict_classification_writes_json_and_pictures(small_classifier_bundle
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "r.json").read_text())
     assert res[0]["file_name"] == "a.png" and len(res[0]["topk"]) == 5
-    assert cv2.imread(str(tmp_path / "vis" / "a.png.jpg")).shape == (120, 160, 3)
+    assert cv2.imread(str(tmp_path / "vis" / "a.jpg")).shape == (120, 160, 3)
 
 
 def test_unreadable_image_is_refused_and_output_kept(small_classifier_bundle, tmp_path):

@@ -59,9 +59,9 @@ def test_same_file_names_in_folders_give_distinct_label_maps_and_drawings(seg_bu
     assert r.returncode == 0, r.stderr
     assert "3 label maps from 3 images" in r.stdout
     maps = sorted(p.relative_to(tmp_path / "maps").as_posix() for p in (tmp_path / "maps").rglob("*.png"))
-    assert maps == ["a/x.jpg.png", "a/x.png.png", "b/x.png.png"]
+    assert maps == ["a/x.jpg.png", "a/x.png.png", "b/x.png"]
     vis = sorted(p.relative_to(tmp_path / "vis").as_posix() for p in (tmp_path / "vis").rglob("*.jpg"))
-    assert vis == ["a/x.jpg.jpg", "a/x.png.jpg", "b/x.png.jpg"]
+    assert vis == ["a/x.jpg.jpg", "a/x.png.jpg", "b/x.jpg"]
     for m in maps:
         assert cv2.imread(str(tmp_path / "maps" / m), cv2.IMREAD_UNCHANGED).shape == (96, 128)
 
@@ -118,7 +118,7 @@ def test_bad_images_are_skipped_reported_and_the_rest_written(det_bundle, tmp_pa
     assert "2 of 6 images could not be read" in r.stderr
     assert "junk.png" in r.stderr and "truncated.png" in r.stderr
     assert "from 4 images" in r.stdout
-    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == [f"good{i}.png.jpg" for i in range(4)]
+    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == [f"good{i}.jpg" for i in range(4)]
     assert {d["file_name"] for d in json.loads(out.read_text())} <= {f"good{i}.png" for i in range(4)}
 
 

@@ -213,7 +213,7 @@ def test_segmentation_answers_equal_vdeploy_predict(triton, bundles, tmp_path, p
     image = tmp_path / "shapes.png"
     cv2.imwrite(str(image), shapes_image(2))
     out = vdeploy_predict(bundles / name, image, tmp_path / "maps")
-    want = cv2.imread(str(out / "shapes.png.png"), cv2.IMREAD_UNCHANGED)
+    want = cv2.imread(str(out / "shapes.png"), cv2.IMREAD_UNCHANGED)
     got = infer(protocol, triton[protocol], name, image.read_bytes(), tmp_path)["label_map"]
     assert got.shape == (1, 1)
     label_map = cv2.imdecode(np.frombuffer(got[0, 0], np.uint8), cv2.IMREAD_UNCHANGED)
@@ -236,7 +236,10 @@ def test_dynamic_batching_shows_in_triton_statistics(triton, bundles, name):
     inp.set_data_from_numpy(np.array([[blob]], dtype=object))
     pending = [client.async_infer(name, [inp]) for _ in range(8)]
     answers = [p.get_result(timeout=120) for p in pending]
-    after = stats()
+    # Triton records an execution's statistics after its responses are sent: wait for them.
+    deadline = time.monotonic() + 30
+    while (after := stats())["inference_count"] - before["inference_count"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.2)
     client.close()
     assert all(a.as_numpy(_outputs(name)[0]) is not None for a in answers)
     inferences = after["inference_count"] - before["inference_count"]

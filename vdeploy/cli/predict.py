@@ -10,9 +10,10 @@ NAMING = """\
 Output names: every image is named by its path under the folder argument it came from (a file
 argument: its file name). When the images come from more than one folder, each name starts with
 that folder's name (`a/x.png`, `b/x.png`; two folders of the same name get `imgs`, `imgs-2`).
-The name is the `file_name` in the JSON results, and the other outputs add their own suffix to it,
-keeping the image's: label maps NAME.png, embeddings NAME.npy, drawings NAME.jpg (so x.png and
-x.jpg give x.png.png and x.jpg.png). An image that cannot be read is reported and skipped; the
+The name is the `file_name` in the JSON results; the other outputs replace the image's suffix with
+their own: label maps NAME.png, embeddings NAME.npy, drawings NAME.jpg (x.png gives x.png, x.npy,
+x.jpg), except where two images differ only by their suffix: x.png and x.jpg give x.png.png and
+x.jpg.png. An image that cannot be read is reported and skipped; the
 others are written and the exit status is 1 (--strict: stop at the first one, exit 2).
 """
 
@@ -93,7 +94,7 @@ def run(args) -> int:
     predictor = open_predictor(args.source, args.weights, args.backend, input_size=parse_size(args.input_size),
                                threads=args.threads, device=args.device, config_overrides=parse_config_overrides(args))
     classes = predictor.classes
-    writer = ResultsWriter(out, predictor.task, classes)
+    writer = ResultsWriter(out, predictor.task, classes, names=[name for _, name in images])
     if vis_dir is not None and vis_dir.exists() and not vis_dir.is_dir():
         raise UserError(f"--save-vis {vis_dir}: is a file, not a folder")
     verification = predictor.bundle.meta.get("verification") or {}
@@ -120,7 +121,8 @@ def run(args) -> int:
                     continue
                 writer.add(name, pred)
                 if vis_dir is not None:
-                    atomic_write_image(vis_dir / f"{name}.jpg", draw(img, pred, classes, args.score_thr))
+                    atomic_write_image(vis_dir / f"{writer.file_stem(name)}.jpg",
+                                       draw(img, pred, classes, args.score_thr))
     print(f"{writer.summary()} from {writer.images} images ({predictor.backend_name}) -> {out}" if writer.images
           else f"no image could be read; nothing written to {out}")
     if bad:
@@ -149,7 +151,8 @@ def _predict_on_ray(args, options, images, writer, predictor, vis_dir) -> list[s
 
     def draw_one(path, name, pred):
         if vis_dir is not None:
-            atomic_write_image(vis_dir / f"{name}.jpg", draw(read_image(path), pred, predictor.classes, args.score_thr))
+            atomic_write_image(vis_dir / f"{writer.file_stem(name)}.jpg",
+                               draw(read_image(path), pred, predictor.classes, args.score_thr))
 
     with RayCluster(options) as cluster:
         return predict_images(cluster.pool(make_predictor), images, writer, model_id, on_prediction=draw_one,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Optional
 
 from ..errors import UserError
 from .io import atomic_output
@@ -18,9 +20,22 @@ from .prediction import Prediction
 from .tasks import get_task
 
 
+def output_stems(names: Iterable[str]) -> dict[str, str]:
+    """Per image name, the name its files take: without the image's extension (`a/x.png` ->
+    label map `a/x.png`, embedding `a/x.npy`, drawing `a/x.jpg`), except where two images of the
+    run differ only by it (`x.png`, `x.jpg`): those keep it (`x.png.png`, `x.jpg.png`)."""
+    names = list(names)
+    bare = {n: str(PurePosixPath(n).with_suffix("")) if PurePosixPath(n).suffix else n for n in names}
+    counts = Counter(bare.values())
+    return {n: bare[n] if counts[bare[n]] == 1 else n for n in names}
+
+
 class ResultsWriter:
-    def __init__(self, out: str | Path, task: str, classes: list[str]):
+    def __init__(self, out: str | Path, task: str, classes: list[str], names: Optional[Iterable[str]] = None):
+        """names: every image name of the run, to name their files (output_stems); without them a
+        name is used as it is."""
         self.out, self.classes = Path(out), classes
+        self.stems = output_stems(names) if names is not None else {}
         self.handler = get_task(task)
         self.images = self.records = 0
         self._file = None
@@ -39,9 +54,13 @@ class ResultsWriter:
         if self._file is not None:
             self.add_json(self.handler.json_results(pred, name, self.classes))
             return
-        self.handler.write_output(self.out, name, pred)
+        self.handler.write_output(self.out, self.file_stem(name), pred)
         self.records += 1
         self.images += 1
+
+    def file_stem(self, name: str) -> str:
+        """The name of an image's files (label map, embedding, drawing), before their suffix."""
+        return self.stems.get(name, name)
 
     def add_json(self, results) -> None:
         """One image's results as its task's json_results made them (kept by a resumable run)."""
