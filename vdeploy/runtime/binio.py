@@ -201,7 +201,7 @@ def from_bin(bundle: Bundle, outputs: Path, out: Path, bins: Optional[Path] = No
     for d in dtypes or {}:
         if d not in bundle.output_names():
             raise UserError(f"--dtype {d}: the bundle has no such output (it has: {', '.join(bundle.output_names())})")
-    writer = ResultsWriter(out, meta["task"], meta["classes"])
+    writer = ResultsWriter(out, meta["task"], meta["classes"], names=[s["image"] for s in info["samples"]])
     with writer:
         for sample in info["samples"]:
             dims = _input_dims(meta["inputs"], sample)
