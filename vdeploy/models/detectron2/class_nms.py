@@ -40,7 +40,7 @@ def class_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, score_thresh: f
     """boxes [R, K, 4], scores [R, K] -> (proposal index, class) of the kept pairs, in the row-major
     (proposal, class) order detectron2's candidates have, so that a stable sort by score breaks
     ties as it does."""
-    r, k = scores.shape
+    k = scores.shape[1]
     sel = ClassBatchedNMS.apply(boxes.transpose(0, 1).contiguous(), scores.t().unsqueeze(1).contiguous(),
                                 torch.tensor([max_per_class], dtype=torch.int64),
                                 torch.tensor([nms_thresh], dtype=torch.float32),
