@@ -53,3 +53,21 @@ def test_a_precision_no_exported_engine_runs_is_refused_before_any_work(tmp_path
     r = run_cli("export", "torchvision:resnet18", "--input-size", "64x64", "--format", "onnx", "--precision", "fp32,bf16",
                 "--out", tmp_path / "b")
     assert r.returncode == 2 and "bf16 runs on openvino" in r.stderr and not (tmp_path / "b").exists()
+
+
+def test_torch_bf16_pools_boxes_from_every_pyramid_level():
+    """torch-bf16 (autocast) on an FPN R-CNN: the features and roi_align's rows are bfloat16, and the
+    multi-level pooler scatters them into a tensor of that dtype (it was float32: index_put refused)."""
+    import torch
+
+    from vdeploy.models.detectron2.poolers import ROIPooler
+
+    pooler = ROIPooler(7, (1 / 4, 1 / 8, 1 / 16, 1 / 32), 0)
+    gen = torch.Generator().manual_seed(0)
+    features = [torch.randn(1, 8, 256 // s, 256 // s, generator=gen) for s in (4, 8, 16, 32)]
+    boxes = torch.tensor([[10.0, 10.0, 40.0, 40.0], [0.0, 0.0, 250.0, 250.0], [30.0, 60.0, 150.0, 130.0]])
+    ref = pooler(features, boxes)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = pooler([f.bfloat16() for f in features], boxes)
+    assert got.dtype == torch.bfloat16 and got.shape == ref.shape == (3, 8, 7, 7)
+    assert torch.allclose(got.float(), ref, atol=0.05, rtol=0.02)

@@ -79,8 +79,9 @@ class ROIPooler(nn.Module):
         levels = assign_boxes_to_levels(boxes, self.min_level, self.max_level,
                                         self.canonical_box_size, self.canonical_level)
         # Each box is pooled from its own level only; rows are scattered back in box order.
-        out = boxes.new_zeros((boxes.shape[0], features[0].shape[1]) + self.output_size)
+        # in the features' dtype: under autocast (torch-bf16) they and roi_align's rows are bfloat16
+        out = features[0].new_zeros((boxes.shape[0], features[0].shape[1]) + self.output_size)
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             inds = torch.nonzero(levels == level).squeeze(1)
-            out = out.index_put((inds,), self._pool(feature, rois[inds], scale))
+            out = out.index_put((inds,), self._pool(feature, rois[inds], scale).to(out.dtype))
         return out
