@@ -68,6 +68,12 @@ def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] =
         EXPORTERS.get(f)  # an unknown format fails before any work
     precisions = list(dict.fromkeys(precisions))
     check_precisions(precisions, formats)
+    if calib is not None:
+        if "int8" not in precisions:
+            raise UserError("--calib calibrates int8: add int8 to --precision (e.g. --precision fp32,int8)")
+        from .quantize import calibration_files
+
+        calibration_files(calib)  # a wrong folder fails here, not after the float export
     if dm.dynamic_export_refused and not (dm.input_size or input_size):
         raise UserError(f"{dm.dynamic_export_refused}: export it at a fixed size with --input-size HxW")
     out = Path(out)
@@ -92,11 +98,14 @@ def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] =
             for fname in files:
                 meta["files"][fname] = {"format": fmt, "role": "weights" if fname in WEIGHT_FILES else "model"}
         mark_runtime_precisions(meta, precisions)
+        held_out = []
         if "int8" in precisions:
-            from .quantize import add_int8_files
+            from .quantize import add_int8_files, int8_images
 
-            # calibrated on --calib, or on generated scenes plus the verification photos
-            meta["files"].update(add_int8_files(dm, meta, inputs, job.staging, formats, calib=calib, photos=verify_images,
+            # calibrated on --calib (a share of it held out), or on generated scenes plus the verification photos
+            split = int8_images(calib, verify_images)
+            held_out = split.verification
+            meta["files"].update(add_int8_files(dm, meta, inputs, job.staging, formats, split, calib=calib,
                                                 gates=gates, opset=opset, log=log))
         record = None
         if verify:
@@ -105,7 +114,7 @@ def export_bundle(dm: DeployableModel, out: str | Path, formats: Sequence[str] =
             # The backends read the model files from the staging folder through `meta`; deploy.json
             # is written (and hashed) once, below, with the verdict in it.
             record = run_verification(Bundle(job.staging, meta), dm, images=verify_images, backends=None,
-                                      gates=gates, log=log)
+                                      gates=gates, held_out_images=held_out, log=log)
             meta["verification"] = record
         bundle = write_deploy_json(job.staging, meta)
         if record is not None and not record["passed"]:

@@ -225,7 +225,7 @@ def explain_bundle(bundle, deployable: Optional[DeployableModel] = None, *, imag
         raise UserError(f"{bundle.path}: --explain needs an onnxruntime or openvino backend "
                         f"(this bundle offers: {', '.join(runnable_backends(bundle)) or 'none'})")
     dm = TorchEagerBackend(bundle, deployable=deployable, weights=weights).load().deployable
-    cases = _inputs(bundle, images)
+    cases = [(name, prep) for name, _, prep in _inputs(bundle, images)]
     in_names = [t.name for t in bundle.contract.inputs]
     out_names = [t.name for t in bundle.contract.outputs]
     example = tuple(torch.from_numpy(cases[0][1].inputs[n]) for n in in_names)

@@ -30,10 +30,11 @@ from .torch_backend import TorchEagerBackend
 VERIFY_SHAPES = ((640, 480), (360, 500))
 
 
-def _inputs(bundle: Bundle, images: Sequence) -> list[tuple[str, object]]:
-    items = [(str(p), read_image(p)) for p in images]
+def _inputs(bundle: Bundle, images: Sequence, own: Sequence = ()) -> list[tuple[str, np.ndarray, object]]:
+    """(name, BGR image, preprocessed) of each verification input."""
+    items = [(str(p), read_image(p)) for p in images] + list(own)
     items += [(f"random {h}x{w}", synthetic_image(h, w, seed=10 + i)) for i, (h, w) in enumerate(VERIFY_SHAPES)]
-    return [(name, preprocess(img, bundle.meta, bundle.meta.get("input_size"))) for name, img in items]
+    return [(name, img, preprocess(img, bundle.meta, bundle.meta.get("input_size"))) for name, img in items]
 
 
 def _nonfinite(ref: dict, got: dict) -> list[str]:
@@ -48,18 +49,27 @@ def _nonfinite(ref: dict, got: dict) -> list[str]:
 
 def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), backends: Optional[Sequence[str]] = None,
                      gates: Optional[dict[str, float]] = None, tolerances: Optional[dict[str, Tolerance]] = None,
-                     weights: Optional[str] = None, log=print) -> dict:
-    """Compare every backend the bundle has with PyTorch; return the verification record (nothing is written)."""
+                     weights: Optional[str] = None, held_out_images: Sequence = (), log=print) -> dict:
+    """Compare every backend the bundle has with PyTorch; return the verification record (nothing is written).
+
+    held_out_images: (name, BGR array) pairs of the user's data besides `images` (the share of a
+    --calib folder neither calibration nor the float-layer search saw). A reduced-precision backend
+    is judged on the user's images (`images` and these) when there are any: it was calibrated for
+    their distribution, and its agreement on generated inputs unlike them is reported beside the
+    verdict, not gated. Float32 backends are judged on every input."""
     task = get_task(bundle.task)
     task.resolve_gates(gates)  # an unknown gate is refused before any work
     ref_backend = TorchEagerBackend(bundle, deployable=deployable, weights=weights).load()
     names = list(backends or runnable_backends(bundle))
-    cases = _inputs(bundle, images)
+    cases = _inputs(bundle, images, held_out_images)
+    user_cases = {name for name, _, _ in cases[:len(images) + len(held_out_images)]}
     runners = {b: create_backend(b, bundle).load() for b in names}
     refs, gots, refs_1t = [], {b: [] for b in names}, []
     nonfinite: dict[str, list[str]] = {b: [] for b in names}
     rows, judged_cases, skipped = [], [], []
-    for case, prep in cases:
+    originals = {}
+    for case, image, prep in cases:
+        originals[case] = image
         raw_ref = ref_backend.infer(prep.inputs)
         if _nonfinite({}, raw_ref):
             # PyTorch itself overflows here (e.g. non-local blocks on an image unlike the training
@@ -96,9 +106,17 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
     judged_by = {b: [g if g.metric in chosen else _at_noise_floor(g, noise.get(g.metric))
                      for g in task.resolve_gates(gates, split_name(b)[1])]
                  for b in names}
+    own = [i for i, (c, _) in enumerate(cases) if c in user_cases]
     for b in names:
         judged = judged_by[b]
         agreement = task.agreement(refs, gots[b], bundle.meta)
+        on_own = None
+        if split_name(b)[1] != "fp32" and own and len(own) < len(cases):
+            on_all = agreement
+            agreement = task.agreement([refs[i] for i in own], [gots[b][i] for i in own], bundle.meta)
+            agreement.per_input = on_all.per_input
+            on_own = (f"judged on the user's {len(own)} image(s) (--images, held out of --calib); on all {len(cases)} inputs, "
+                      f"generated ones included: " + ", ".join(f"{k} {v:.4g}" for k, v in on_all.metrics.items()))
         failed = [g.describe() + f" (got {agreement.metrics.get(g.metric, float('nan')):.6g})"
                   for g in judged if not g.passes(agreement.metrics.get(g.metric))]
         if nonfinite[b]:
@@ -106,12 +124,21 @@ def run_verification(bundle: Bundle, deployable=None, *, images: Sequence = (), 
         relaxed = [g.describe() for g in judged if g not in task.resolve_gates(gates, split_name(b)[1])]
         verdicts[b] = {"passed": not failed, "metrics": agreement.metrics, "failed": failed,
                        "gates": [g.describe() for g in judged],
-                       "notes": agreement.notes + ([f"held to PyTorch's own agreement between 1 and "
+                       "notes": agreement.notes + ([on_own] if on_own else []) + ([f"held to PyTorch's own agreement between 1 and "
                                                     f"{torch.get_num_threads()} threads: {', '.join(relaxed)}"]
                                                    if relaxed else []),
                        "per_input": [dict(r, input=c) for (c, _), r in zip(cases, agreement.per_input)]}
         if failed and first_failure is None:
             first_failure = f"{b} disagrees with PyTorch: {failed[0]}"
+    failed_reduced = [b for b in names if not verdicts[b]["passed"] and split_name(b)[1] != "fp32"]
+    if failed_reduced:
+        from .input_stability import input_stability, stability_note
+
+        idx = own if own and len(own) < len(cases) else list(range(len(cases)))
+        stability = input_stability(ref_backend, task, bundle.meta, [originals[cases[i][0]] for i in idx],
+                                    [refs[i] for i in idx])
+        for b in failed_reduced:
+            verdicts[b]["notes"].append(stability_note(stability, judged_by[b]))
     passed = first_failure is None and bool(names)
     _print_diagnostics(rows, log)
     log(f"PyTorch against itself (1 thread vs {torch.get_num_threads()}): "
