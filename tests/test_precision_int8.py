@@ -160,3 +160,31 @@ def test_int8_detector_calibrated_on_its_data_keeps_its_accuracy_against_ground_
     for b in ("onnxruntime-int8", "openvino-int8"):
         for metric in ("bbox/AP", "segm/AP"):
             assert ap[b][metric] >= ap["onnxruntime"][metric] - 0.01, (b, metric, ap)
+
+
+def test_openvino_int8_embedding_head_returns_its_declared_shape(tmp_path):
+    """A fast-reid embedding head quantized by NNCF: OpenVINO's CPU plugin gave (N, C, C, 1) for the head's
+    [:, :, 0, 0] after an int8 pooling layer; the head now flattens, and the int8 IR returns (N, C)."""
+    pytest.importorskip("nncf")
+    import openvino as ov
+    import torch
+
+    from vdeploy.export.quantize import quantize_openvino
+    from vdeploy.models.fastreid.baseline import EmbeddingHead
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3, 2, 1),
+                                torch.nn.ReLU(), EmbeddingHead(feat_dim=64)).eval()
+    x = torch.rand(1, 3, 64, 32)
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), input_names=["images"], output_names=["features"],
+                      dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False)
+    ov.save_model(ov.convert_model(str(tmp_path / "m.onnx")), str(tmp_path / "m.xml"), compress_to_fp16=False)
+    feeds = [{"images": np.random.default_rng(i).random((1, 3, 64, 32), dtype=np.float32)} for i in range(4)]
+    quantize_openvino(tmp_path / "m.xml", tmp_path / "m.int8.xml", feeds, [], log=lambda *_: None)
+    got = ov.Core().compile_model(str(tmp_path / "m.int8.xml"), "CPU")(feeds[0])
+    out = next(iter(got.values()))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(feeds[0]["images"])).numpy()
+    assert out.shape == ref.shape == (1, 64)
+    cos = float((out * ref).sum() / np.linalg.norm(out) / np.linalg.norm(ref))
+    assert cos > 0.99

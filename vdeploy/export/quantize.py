@@ -260,8 +260,14 @@ def quantize_openvino(xml: Path, dst_xml: Path, feeds: list[dict], float_onnx_no
     # and onnxruntime's quantizer has none either, so both int8 files are made the same way.
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
-    q = nncf.quantize(model, ds, subset_size=len(feeds), ignored_scope=scope,
-                      advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)  # its INFO lines list every operator it skipped: noise to our users
+    try:
+        q = nncf.quantize(model, ds, subset_size=len(feeds), ignored_scope=scope,
+                          advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))
+    finally:
+        nncf_log.setLevel(level)
     stage = dst_xml.parent / ".int8-partial"
     stage.mkdir(exist_ok=True)
     try:

@@ -19,6 +19,8 @@ class EmbeddingHead(nn.Module):
                  with_bnneck: bool = True, norm: str = "BN"):
         super().__init__()
         self.pool_layer = make_pool(pool)
+        # fast-reid returns neck[..., 0, 0]; every pool but Identity leaves 1x1 there
+        self.first_pixel_only = pool == "Identity"
         neck: list[nn.Module] = []
         if embedding_dim > 0:
             neck.append(nn.Conv2d(feat_dim, embedding_dim, 1, 1, bias=False))
@@ -29,7 +31,12 @@ class EmbeddingHead(nn.Module):
         self.out_dim = feat_dim
 
     def forward(self, features):
-        return self.bottleneck(self.pool_layer(features))[:, :, 0, 0]
+        neck = self.bottleneck(self.pool_layer(features))
+        if self.first_pixel_only:
+            return neck[:, :, 0, 0]
+        # a Flatten of the 1x1 map, not [:, :, 0, 0]: for those two scalar Gathers after an int8 (NNCF)
+        # pooling layer OpenVINO's CPU plugin returned (N, C, C, 1) where its IR declares (N, C)
+        return torch.flatten(neck, 1)
 
 
 class ReidBaseline(nn.Module):
