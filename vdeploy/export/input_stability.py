@@ -41,7 +41,9 @@ def stability_note(metrics: dict[str, float], gates) -> str:
     short = [g.describe() for g in gates if not g.passes(metrics.get(g.metric))]
     head = f"float32 PyTorch against itself with the input moved by at most {GREY_LEVELS} grey level: {figures}"
     if short:
-        return (head + f"; that alone misses {', '.join(short)}: this model's outputs change more under imperceptible "
-                "input noise than the gates allow, so no reduced precision can meet them (a property of the weights, "
-                "not of the export; docs/precision.md)")
+        return (head + f"; that alone misses {', '.join(short)}: the float32 model's own outputs move more under "
+                "imperceptible input noise than the gates allow, and a reduced precision perturbs every layer at least "
+                "as much, so no bf16 or int8 file can be expected to meet them. A property of the weights, not of the "
+                "export: judge the reduced precision on your dataset (vdeploy eval) and, if its loss there is "
+                "acceptable, export with the gate you accept (--gate; docs/precision.md)")
     return head + "; the model itself is stable under such noise, so the loss is the reduced precision's"
