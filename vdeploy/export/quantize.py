@@ -292,6 +292,9 @@ def add_int8_files(dm, meta: dict, inputs: dict, folder: Path, formats: Sequence
     from .float_nodes import choose_float_nodes
     from .formats import export_onnx
 
+    if not calib:
+        log(f"int8: calibrating on {GENERATED_CALIB} generated scenes and the --images photos; give --calib with "
+            "images like your model's data for int8 that keeps its accuracy (docs/precision.md)")
     calib_feeds = feeds_for(images.calibration, meta)
     # judged on the user's held-out images and on generated ones like verification's own inputs
     held_out = feeds_for(images.selection + selection_images(), meta)
