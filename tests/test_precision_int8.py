@@ -130,19 +130,20 @@ def test_a_calibration_folder_is_split_for_the_search_and_for_verification():
         assert len(s.calibration) >= n // 2
 
 
-def test_int8_detector_calibrated_on_its_data_keeps_its_accuracy_against_ground_truth(tmp_path):
-    """tiny:shapes_det, calibrated on 24 generated scenes like its training data: a quarter of them chooses
-    the float layers, another quarter verifies the int8 files (judged there, the generated verification
-    inputs reported beside); on 60 other scenes each int8 file stays within 1 AP point of float32."""
+def test_int8_calibrated_on_the_models_data_keeps_its_accuracy_against_ground_truth(tmp_path):
+    """tiny:shapes_seg, calibrated on 24 scenes like its training data: a quarter of them chooses the
+    float layers, another quarter verifies the int8 files (judged there, the generated verification
+    inputs reported beside); on 40 other scenes each int8 file stays within 1 mIoU point of float32
+    (measured 0.05-0.16 points over three calibration seeds)."""
     pytest.importorskip("nncf")
-    from vdeploy.eval.synthetic import make_coco
+    from vdeploy.eval.synthetic import make_semantic
     from vdeploy.models.tiny import default_weights
 
-    if not default_weights("shapes_det").is_file():
-        pytest.skip("no trained weights for tiny:shapes_det")
-    calib = make_coco(tmp_path / "calib", n=24, seed=77).parent / "images"
+    if not default_weights("shapes_seg").is_file():
+        pytest.skip("no trained weights for tiny:shapes_seg")
+    calib = make_semantic(tmp_path / "calib", n=24, seed=77) / "images"
     out = tmp_path / "b"
-    r = run_cli("export", "tiny:shapes_det", "--format", "onnx,openvino", "--precision", "fp32,int8", "--calib", calib,
+    r = run_cli("export", "tiny:shapes_seg", "--format", "onnx,openvino", "--precision", "fp32,int8", "--calib", calib,
                 "--out", out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     meta = json.loads((out / "deploy.json").read_text())
@@ -152,14 +153,13 @@ def test_int8_detector_calibrated_on_its_data_keeps_its_accuracy_against_ground_
     v = meta["verification"]["backends"]
     assert any("judged on the user's 6 image(s)" in n for n in v["onnxruntime-int8"]["notes"])
     assert not any("judged on the user's" in n for n in v["onnxruntime"]["notes"])  # float32: every input
-    ds = make_coco(tmp_path / "ds", n=60, seed=5)
+    ds = make_semantic(tmp_path / "ds", n=40, seed=5)
     r = run_cli("eval", out, "--dataset", ds, "--backends", "onnxruntime,onnxruntime-int8,openvino-int8",
                 "--out", tmp_path / "ev")
     assert r.returncode == 0, r.stderr
-    ap = json.loads((tmp_path / "ev" / "report.json").read_text())["backends"]
+    miou = {b: m["mIoU"] for b, m in json.loads((tmp_path / "ev" / "report.json").read_text())["backends"].items()}
     for b in ("onnxruntime-int8", "openvino-int8"):
-        for metric in ("bbox/AP", "segm/AP"):
-            assert ap[b][metric] >= ap["onnxruntime"][metric] - 0.01, (b, metric, ap)
+        assert miou[b] >= miou["onnxruntime"] - 0.01, miou
 
 
 def test_openvino_int8_embedding_head_returns_its_declared_shape(tmp_path):
