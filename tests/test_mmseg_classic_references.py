@@ -1,12 +1,13 @@
 """Label maps of the MMSegmentation families vdeploy built first — SegFormer (MiT), UPerNet on
 Swin, OCRNet on HRNet, BiSeNetV2, the ResNet-50 attention and context heads (DANet, ISANet,
-EMANet, DNLNet, GCNet, ANN, APCNet, DMNet, EncNet), UNet, ICNet, BiSeNetV1, MobileNetV2 — against
-the real mmseg 1.2.2 (tests/data/references/mmseg/<case>, made by
+EMANet, DNLNet, GCNet, ANN, APCNet, DMNet, EncNet, CCNet, PSANet), UNet, ICNet, BiSeNetV1,
+MobileNetV2 — against the real mmseg 1.2.2 (tests/data/references/mmseg/<case>, made by
 scripts/references/make_mmseg_references_classic.py with the shared stand-in weights, BatchNorm
 statistics calibrated on the first image and a small test size): pixel agreement >= 0.999 and
 mIoU >= 0.99 through the runtime's preprocessing, the torch graph and mmseg's host
 postprocessing. Their state-dict names and their exports are checked in test_mmseg_zoo.py.
-CCNet and PSANet have no reference: mmseg's heads need mmcv's compiled ops (not in mmcv-lite).
+PSANet's reference runs mmcv 2.1.0's own C++ PSA mask op, built for CPU in the scratch venv
+(mmcv-lite has no compiled ops; how, in the script's docstring).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ REFS = ROOT / "tests" / "data" / "references" / "mmseg"
 # priority order: the families users deploy most first
 CASES = ("segformer_b0", "upernet_swin_t", "ocrnet_hr18s", "bisenetv2", "danet_r50", "isanet_r50", "emanet_r50",
          "dnlnet_r50", "gcnet_r50", "ann_r50", "apcnet_r50", "dmnet_r50", "encnet_r50", "unet_s5_d16_fcn",
-         "icnet_r50", "bisenetv1_r18", "mobilenet_v2_deeplabv3plus")
+         "icnet_r50", "bisenetv1_r18", "mobilenet_v2_deeplabv3plus", "ccnet_r50",
+         "psanet_r50")
 IMAGES = ("astronaut", "chelsea", "coffee")
 
 

@@ -1,8 +1,8 @@
 """Reference label maps of the real MMSegmentation 1.2.2 for the families vdeploy built first
 (SegFormer / MiT, UPerNet on Swin, OCRNet on HRNet, BiSeNetV2, the attention and context heads on
-ResNet-50: DANet, ISANet, EMANet, DNLNet, GCNet, ANN, APCNet, DMNet, EncNet; UNet, ICNet,
-BiSeNetV1, MobileNetV2), for tests/test_mmseg_classic_references.py. Run it beside the project,
-in a scratch virtualenv with mmseg 1.2.2 and mmcv-lite (never a project dependency):
+ResNet-50: DANet, ISANet, EMANet, DNLNet, GCNet, ANN, APCNet, DMNet, EncNet, CCNet, PSANet;
+UNet, ICNet, BiSeNetV1, MobileNetV2), for tests/test_mmseg_classic_references.py. Run it beside
+the project, in a scratch virtualenv with mmseg 1.2.2 and mmcv-lite (never a project dependency):
 
     python make_mmseg_references_classic.py ZOO_DIR GOLDENS_DIR OUT_DIR [CASE ...]
 
@@ -14,8 +14,14 @@ margin quantiles; all of it made by mmseg_reference_common.py, but for the stati
 BatchNorm, written here under each of its names (`with_shared_aliases`). `test_resize` sets the test
 pipeline's Resize scale (a smaller test size, so that a case runs in seconds on a CPU); the
 stand-in weights are used as ../shared/goldens/weights.py makes them (it scales `conv_seg`).
-CCNet (criss-cross attention) and PSANet (PSA mask) are left out: their mmseg heads call mmcv's
-compiled ops, which mmcv-lite lacks.
+CCNet's criss-cross attention is plain PyTorch in mmcv 2.1 (importable with the
+`mmcv/_ext.py` stand-in of make_mmseg_references_query.py). PSANet's head calls the compiled mmcv
+op `psamask_forward`, which mmcv-lite lacks: mmcv 2.1.0's own C++ for it (sdist from PyPI;
+mmcv/ops/csrc/pytorch/psamask.cpp, pytorch/cpu/psamask.cpp, the header-only device registry in
+csrc/common, and the two declarations and `m.def`s copied verbatim from pytorch/pybind.cpp into a
+minimal pybind module) is built for CPU with torch.utils.cpp_extension.load against the venv's
+torch, and the `mmcv/_ext.py` stand-in binds `psamask_forward` / `psamask_backward` to that
+module, every other op still raising. No PSA mask is written in Python on the reference side.
 """
 import json
 import os
@@ -53,6 +59,11 @@ CASES = {
     "icnet_r50": ("icnet/icnet_r50-d8_4xb2-160k_cityscapes-832x832.py", SMALL),
     "bisenetv1_r18": ("bisenetv1/bisenetv1_r18-d32_4xb4-160k_cityscapes-1024x1024.py", SMALL),
     "mobilenet_v2_deeplabv3plus": ("mobilenet_v2/mobilenet-v2-d8_deeplabv3plus_4xb4-160k_ade20k-512x512.py", SMALL),
+    # mmcv's CrissCrossAttention is plain PyTorch, but lives in mmcv.ops, which mmcv-lite cannot
+    # import without the `mmcv/_ext.py` stand-in described in make_mmseg_references_query.py
+    "ccnet_r50": ("ccnet/ccnet_r50-d8_4xb2-40k_cityscapes-512x1024.py", SMALLER),
+    # PSAHead's PSAMask runs mmcv's own C++ op, built for CPU as the docstring says
+    "psanet_r50": ("psanet/psanet_r50-d8_4xb2-40k_cityscapes-512x1024.py", SMALLER),
 }
 
 

@@ -161,6 +161,7 @@ def label_map_references(model, name, img_dir, images, case_dir):
         counts = np.bincount(label.ravel(), minlength=logits.shape[0]) / label.size
         fair[stem] = {"classes": int((counts > 0).sum()), "classes_over_1pct": int((counts > 0.01).sum()),
                       "margin_under_1e-3": float((margin < 1e-3).mean()), "margin_median": float(np.median(margin)),
+                      "relative_margin_under_1e-3": float((margin < 1e-3 * np.abs(top2[1])).mean()),
                       "agreement_under_1e-4_backbone_noise": float((noisy == label).mean())}
         print(name, img, "input", res.metainfo.get("img_shape"), fair[stem], flush=True)
     hook.remove()

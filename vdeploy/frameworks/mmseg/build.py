@@ -16,6 +16,8 @@ from typing import Any, Optional
 from ...errors import CheckpointError, ConfigError
 from . import families_a_args as fa_args
 from . import families_b_args as fb_args
+from . import knet_args
+from . import query_heads_args
 from . import vit_args
 
 _NORMS = ("BN", "SyncBN", "BN2d", "GN", "LN")
@@ -298,8 +300,13 @@ _HEAD_ARGS.update(fb_args.HEAD_ARGS); _MULTI += ("PointHead",); _CASCADE += ("Po
 
 def head_kwargs(head: dict, where: str = "model.decode_head") -> dict:
     kind = head.get("type")
+    if kind == "IterativeDecodeHead":  # K-Net
+        return knet_args.iterative_decode_head(head, where)
+    if kind in query_heads_args.HEADS:  # MaskFormer, Mask2Former
+        return query_heads_args.head_kwargs(head, where)
     if kind not in _HEAD_ARGS:
-        raise ConfigError(f"{where} type {kind!r} is not supported; expected one of {sorted(_HEAD_ARGS)}")
+        raise ConfigError(f"{where} type {kind!r} is not supported; "
+                          f"expected one of {sorted([*_HEAD_ARGS, *query_heads_args.HEADS])}")
     for key in ("in_channels", "channels", "num_classes"):
         if key not in head:
             raise ConfigError(f"{where} needs `{key}`")
@@ -488,6 +495,10 @@ def build_head(kw: dict):
     from ...models import mmseg as M
 
     kw = dict(kw)
+    if kw["type"] == "IterativeDecodeHead":  # K-Net: its kernel-generate head is built as any head
+        return M.IterativeDecodeHead(build_head(kw["kernel_generate_head"]), kw["kernel_update_head"])
+    if kw["type"] in query_heads_args.HEADS:
+        return query_heads_args.build(kw)
     cls = getattr(M, kw.pop("type"))
     args = [kw.pop(k) for k in ("in_channels", "channels", "num_classes")]
     return cls(*args, **kw)

@@ -18,6 +18,7 @@ from .swin import SwinTransformer
 from .unet import UNet
 from .convnext import ConvNeXt
 from .ham_head import LightHamHead
+from .knet_head import IterativeDecodeHead, KernelUpdateHead, KernelUpdator
 from .mscan import MSCAN
 from .multiple_of import MultipleOfEncoderDecoder
 from .poolformer import PoolFormer
@@ -34,6 +35,7 @@ from .fastscnn import FastSCNN
 from .mobilenet_v3 import MobileNetV3
 from .pidnet import PIDNet
 from .point_head import PointHead
+from .query_heads import Mask2FormerHead, MaskFormerHead
 from .realtime_heads import DDRHead, DepthwiseSeparableFCNHead, LRASPPHead, PIDHead
 from .resnest import ResNeSt
 from .stdc import STDCContextPathNet, STDCNet
@@ -47,3 +49,5 @@ __all__ += ["BEiT", "DPTHead", "Feature2Pyramid", "MAE", "MLANeck", "MultiLevelN
 __all__ += ["ConvNeXt", "LightHamHead", "MSCAN", "MultipleOfEncoderDecoder", "PCPVT", "PoolFormer", "SVT"]
 __all__ += ["CGNet", "DDRHead", "DDRNet", "DepthwiseSeparableFCNHead", "ERFNet", "FastSCNN", "LRASPPHead",
             "MobileNetV3", "PIDHead", "PIDNet", "PointHead", "ResNeSt", "STDCContextPathNet", "STDCNet"]
+__all__ += ["IterativeDecodeHead", "KernelUpdateHead", "KernelUpdator"]
+__all__ += ["Mask2FormerHead", "MaskFormerHead"]

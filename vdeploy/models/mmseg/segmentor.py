@@ -51,6 +51,10 @@ class EncoderDecoder(nn.Module):
             logits = self.decode_head[0](feats)
             for head in self.decode_head[1:]:
                 logits = head(feats, logits)
+        elif getattr(self.decode_head, "takes_input_size", False):
+            # query heads (MaskFormer, Mask2Former) resize their masks before a sigmoid: they
+            # compute their scores at the input's size themselves
+            return self.decode_head(feats, x.shape[-2:])
         else:
             logits = self.decode_head(feats)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
