@@ -40,7 +40,9 @@ def _relu(bb: dict, where: str) -> dict:
 
 def resnest(bb: dict, where: str) -> dict:
     # a ResNetV1d (deep stem, average-pool shortcuts) with split-attention bottlenecks
-    kw = _b()._resnet(dict(bb, type="ResNetV1d"), where)
+    from .backbone_args import _resnet  # imports this module for its tables: imported back lazily
+
+    kw = _resnet(dict(bb, type="ResNetV1d"), where)
     if kw["depth"] < 50:
         raise ConfigError(f"{where}.depth must be 50, 101 or 152 for ResNeSt")
     return dict(kw, **_b()._pick(bb, {"groups": 1, "base_width": 4, "radix": 2, "reduction_factor": 4,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import ConfigError
+from .args_common import act_spec, norm_spec
 
 HEADS = ("MaskFormerHead", "Mask2FormerHead")
 _PIXEL_DECODERS = {"MaskFormerHead": ("PixelDecoder",), "Mask2FormerHead": ("MSDeformAttnPixelDecoder",)}
@@ -42,14 +43,10 @@ def _kind(part: dict) -> str:
 
 
 def _norm(part: dict, where: str, default) -> Any:
-    from .build import norm_spec
-
     return norm_spec(part, where, default)
 
 
 def _act(part: dict, where: str, default) -> Any:
-    from .build import act_spec
-
     return act_spec(part, where, default)
 
 
