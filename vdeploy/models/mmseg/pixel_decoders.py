@@ -25,10 +25,10 @@ from torch import nn
 from .layers import FFN, ConvModule
 
 
-def sine_position_encoding(n: int, h, w, num_feats: int, *, temperature: float = 10000.0, normalize: bool = True,
-                           scale: float = 2 * math.pi, eps: float = 1e-6, offset: float = 0.0, like=None):
+def sine_position_encoding(n: int, h, w, num_feats: int, *, like, temperature: float = 10000.0,
+                           normalize: bool = True, scale: float = 2 * math.pi, eps: float = 1e-6, offset: float = 0.0):
     """mmdet's SinePositionalEncoding of an all-valid [n, h, w] mask: [n, 2 * num_feats, h, w]
-    (y features first, then x; sines and cosines interleaved)."""
+    (y features first, then x; sines and cosines interleaved), on `like`'s device and dtype."""
     y = torch.arange(1, h + 1, dtype=torch.float32, device=like.device)  # the mask's cumulative sum
     x = torch.arange(1, w + 1, dtype=torch.float32, device=like.device)
     if normalize:
