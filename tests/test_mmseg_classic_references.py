@@ -21,8 +21,7 @@ from mmseg_label_maps import check_label_map  # noqa: E402
 torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
 
-from test_mmseg_families_b import case_config, stand_in_weights  # noqa: E402
-from vdeploy.frameworks.mmseg.build import build_segmentor, model_kwargs, spec_for  # noqa: E402
+from test_mmseg_families_b import reference_model  # noqa: E402
 
 REFS = ROOT / "tests" / "data" / "references" / "mmseg"
 # priority order: the families users deploy most first
@@ -41,20 +40,6 @@ def fair_images(case):
     """The images on which the case's reference is a bar at all (two classes over 1% of the
     pixels): with stand-in weights one class can take a whole photo (OCRNet on coffee)."""
     return [i for i in IMAGES if fairness(case)[i]["classes_over_1pct"] >= 2]
-
-
-_MODELS: dict = {}
-
-
-def reference_model(case):
-    if case not in _MODELS:
-        cfg, manifest = case_config(case)
-        kw = model_kwargs(cfg)
-        model = build_segmentor(kw).eval()
-        model.load_state_dict(stand_in_weights(manifest, case), strict=True)
-        _MODELS.clear()  # one model at a time
-        _MODELS[case] = model, spec_for(kw, manifest["classes"])
-    return _MODELS[case]
 
 
 # astronaut for every case by default; the other photos marked slow

@@ -83,13 +83,16 @@ def case_config(case):
 
 
 def stand_in_weights(manifest, case):
-    """../shared/goldens/weights.py's stand-ins for the manifest's keys, then the case's BN statistics."""
+    """../shared/goldens/weights.py's stand-ins for the manifest's keys, those of its `scaled_keys`
+    (query-head cases) multiplied, then the case's BN statistics and calibrated tensors."""
     sys.path.insert(0, str(GOLDENS))
     try:
         from weights import golden_state_dict
     finally:
         sys.path.remove(str(GOLDENS))
     sd = golden_state_dict(manifest["keys"])
+    for key, factor in manifest.get("scaled_keys", {}).items():
+        sd[key] = sd[key] * np.float32(factor)
     sd.update(np.load(REFS / case / "bn_stats.npz"))
     return {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items() if not k.startswith("auxiliary_head.")}
 

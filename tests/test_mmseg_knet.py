@@ -25,9 +25,9 @@ from mmseg_label_maps import check_label_map  # noqa: E402
 torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
 
-from test_mmseg_families_b import assert_agrees, case_config, stand_in_weights  # noqa: E402
+from test_mmseg_families_b import assert_agrees, case_config, reference_model, stand_in_weights  # noqa: E402
 from vdeploy.errors import ConfigError  # noqa: E402
-from vdeploy.frameworks.mmseg.build import build_segmentor, model_kwargs, spec_for  # noqa: E402
+from vdeploy.frameworks.mmseg.build import build_segmentor, model_kwargs  # noqa: E402
 from vdeploy.frameworks.mmseg.config import load_config  # noqa: E402
 
 ZOO = SHARED / "zoo" / "mmseg"
@@ -89,20 +89,6 @@ def test_mmseg_checkpoint_loads_strictly(tmp_path):
 
 
 # --------------------------------------------------------------------------- against mmseg
-
-_MODELS: dict = {}
-
-
-def reference_model(case):
-    if case not in _MODELS:
-        cfg, manifest = case_config(case)
-        kw = model_kwargs(cfg)
-        model = build_segmentor(kw).eval()
-        model.load_state_dict(stand_in_weights(manifest, case), strict=True)
-        _MODELS.clear()  # one model at a time
-        _MODELS[case] = model, spec_for(kw, manifest["classes"])
-    return _MODELS[case]
-
 
 @pytest.mark.parametrize("case, image", [
     pytest.param(c, i, marks=() if i == "astronaut" else pytest.mark.slow) for c in CASES for i in IMAGES])

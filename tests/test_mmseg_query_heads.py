@@ -8,7 +8,6 @@ preprocessing, the torch graph, onnxruntime and OpenVINO.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -19,9 +18,9 @@ from mmseg_label_maps import check_label_map  # noqa: E402
 torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
 
-from test_mmseg_families_b import case_config  # noqa: E402
+from test_mmseg_families_b import reference_model  # noqa: E402
 from vdeploy.errors import ConfigError  # noqa: E402
-from vdeploy.frameworks.mmseg.build import build_segmentor, model_kwargs, spec_for  # noqa: E402
+from vdeploy.frameworks.mmseg.build import build_segmentor, model_kwargs  # noqa: E402
 from vdeploy.frameworks.mmseg.config import load_config  # noqa: E402
 
 REFS = ROOT / "tests" / "data" / "references" / "mmseg"
@@ -46,35 +45,6 @@ def is_fair(fig):
 
 def fair_images(case):
     return [i for i in IMAGES if is_fair(fairness(case)[i])]
-
-
-def stand_in_weights(manifest, case):
-    """The stand-ins of ../shared/goldens/weights.py, the manifest's `scaled_keys` multiplied, then
-    the case's calibrated statistics and biases (bn_stats.npz)."""
-    sys.path.insert(0, str(GOLDENS))
-    try:
-        from weights import golden_state_dict
-    finally:
-        sys.path.remove(str(GOLDENS))
-    sd = golden_state_dict(manifest["keys"])
-    for key, factor in manifest["scaled_keys"].items():
-        sd[key] = sd[key] * np.float32(factor)
-    sd.update(np.load(REFS / case / "bn_stats.npz"))
-    return {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items() if not k.startswith("auxiliary_head.")}
-
-
-_MODELS: dict = {}
-
-
-def reference_model(case):
-    if case not in _MODELS:
-        cfg, manifest = case_config(case)
-        kw = model_kwargs(cfg)
-        model = build_segmentor(kw).eval()
-        model.load_state_dict(stand_in_weights(manifest, case), strict=True)
-        _MODELS.clear()
-        _MODELS[case] = model, spec_for(kw, manifest["classes"])
-    return _MODELS[case]
 
 
 @pytest.mark.parametrize("case, image", [
