@@ -1,4 +1,7 @@
+import itertools
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,31 @@ def goldens_or_skip() -> Path:
 @pytest.fixture(scope="session")
 def goldens() -> Path:
     return goldens_or_skip()
+
+
+class ModuleTemp:
+    """`tmp_path_factory` for one test module: numbered folders under the module's own."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._numbers = itertools.count()
+
+    def mktemp(self, name: str) -> Path:
+        path = self.root / f"{name}{next(self._numbers)}"
+        path.mkdir()
+        return path
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory):
+    """Folders for a module's shared fixtures, removed when the module is done.
+
+    Checkpoints and bundles of real-size models weigh hundreds of MB each; kept for the whole
+    session (as `tmp_path_factory` keeps them) they filled CI's disk.
+    """
+    root = tmp_path_factory.mktemp(re.sub(r"\W", "_", request.module.__name__)[-30:])
+    yield ModuleTemp(root)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

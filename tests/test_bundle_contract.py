@@ -44,7 +44,7 @@ reseal = _tamper_reseal()
 
 
 @pytest.fixture(scope="module")
-def det_bundle(tmp_path_factory):
+def det_bundle(module_tmp):
     """The tiny instance-segmentation model, ONNX only: every detection field, in seconds."""
     from vdeploy.export import export_bundle
     from vdeploy.frameworks import build_model
@@ -52,7 +52,7 @@ def det_bundle(tmp_path_factory):
 
     if not default_weights("shapes_det").is_file():
         pytest.skip("no trained weights for tiny:shapes_det; run scripts/train_tiny.py shapes_det")
-    out = tmp_path_factory.mktemp("contract") / "det"
+    out = module_tmp.mktemp("contract") / "det"
     return export_bundle(build_model("tiny:shapes_det"), out, ["onnx"], log=lambda *a: None)
 
 

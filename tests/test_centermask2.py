@@ -118,10 +118,10 @@ def _match(ref_boxes, ref_classes, boxes, classes, min_iou: float) -> np.ndarray
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(module_tmp):
     if not CASE.is_dir():
         pytest.skip(f"centermask2 goldens not found at {CASE}")
-    ckpt = tmp_path_factory.mktemp("centermask2") / "model_final.pth"
+    ckpt = module_tmp.mktemp("centermask2") / "model_final.pth"
     subprocess.run([sys.executable, str(GOLDENS.parent / "acceptance" / "make_ckpt.py"), str(CASE), str(ckpt)],
                    check=True, capture_output=True)
     return ckpt

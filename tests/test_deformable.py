@@ -113,7 +113,7 @@ def _ref_cases():
 
 
 @pytest.fixture(scope="module", params=[p.parent.name + "/" + p.name for p in _ref_cases()] or ["none"])
-def reference_predictions(request, tmp_path_factory):
+def reference_predictions(request, module_tmp):
     if request.param == "none":
         pytest.skip(f"no detection references under {REFS}")
     goldens_or_skip()
@@ -127,7 +127,7 @@ def reference_predictions(request, tmp_path_factory):
     config = GOLDENS / family / "configs" / manifest["config"]
     if not config.is_file():
         config = SHARED / "zoo" / family / manifest["config"]
-    ckpt = tmp_path_factory.mktemp("ref") / "model_final.pth"
+    ckpt = module_tmp.mktemp("ref") / "model_final.pth"
     subprocess.run([sys.executable, str(SHARED / "acceptance" / "make_ckpt.py"), str(case), str(ckpt)],
                    check=True, capture_output=True)
     scale = manifest.get("offset_scale")

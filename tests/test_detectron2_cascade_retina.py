@@ -38,11 +38,11 @@ pytestmark = pytest.mark.skipif(not D2.is_dir(), reason=f"detectron2 goldens not
 # --------------------------------------------------------------------------- building and running
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(module_tmp):
     """Case -> DeployableModel, from the real config and a make_ckpt.py checkpoint (built once)."""
     from vdeploy.frameworks.detectron2.build import build
 
-    folder = tmp_path_factory.mktemp("d2_cascade_retina")
+    folder = module_tmp.mktemp("d2_cascade_retina")
     built = {}
 
     def get(case: str):

@@ -44,10 +44,10 @@ CASES = [
 
 # --------------------------------------------------------------------------- running the model
 
-@pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory):
+@pytest.fixture(scope="module")
+def checkpoints(module_tmp):
     """Case name -> checkpoint path, built by the acceptance kit's make_ckpt.py on first use."""
-    out_dir = tmp_path_factory.mktemp("d2_ckpt")
+    out_dir = module_tmp.mktemp("d2_ckpt")
     made = {}
 
     def get(name: str) -> Path:

@@ -41,10 +41,10 @@ def _feed(image: str, short: int, spec: dict):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(module_tmp):
     from vdeploy.frameworks.detectron2.build import build_from_config
 
-    tmp = tmp_path_factory.mktemp("d2_export")
+    tmp = module_tmp.mktemp("d2_export")
     ckpt = tmp / "model.pth"
     subprocess.run([sys.executable, str(GOLDENS.parent / "acceptance" / "make_ckpt.py"), str(CASE), str(ckpt)],
                    check=True, capture_output=True)

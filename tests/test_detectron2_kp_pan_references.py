@@ -105,7 +105,7 @@ def _checkpoint(case: Path, out: Path) -> Path:
     return out
 
 
-def _predictions(case: Path, tmp_path_factory) -> tuple[dict, dict]:
+def _predictions(case: Path, module_tmp) -> tuple[dict, dict]:
     """{backend: {image: Prediction}} of vdeploy's native model and its bundle, and the bundle's spec."""
     goldens_or_skip()
     pytest.importorskip("torch")
@@ -116,7 +116,7 @@ def _predictions(case: Path, tmp_path_factory) -> tuple[dict, dict]:
     from vdeploy.runtime.predictor import Predictor
 
     manifest = _case_or_skip(case)
-    tmp = tmp_path_factory.mktemp(case.name)
+    tmp = module_tmp.mktemp(case.name)
     ckpt = _checkpoint(case, tmp / "model_final.pth")
     config = str(SHARED / "zoo" / "detectron2" / manifest["config"])
     overrides = list(zip(manifest["overrides"][::2], manifest["overrides"][1::2]))
@@ -132,13 +132,13 @@ def _predictions(case: Path, tmp_path_factory) -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="module")
-def keypoint_predictions(tmp_path_factory):
-    return _predictions(KEYPOINTS, tmp_path_factory)
+def keypoint_predictions(module_tmp):
+    return _predictions(KEYPOINTS, module_tmp)
 
 
 @pytest.fixture(scope="module")
-def panoptic_predictions(tmp_path_factory):
-    return _predictions(PANOPTIC, tmp_path_factory)
+def panoptic_predictions(module_tmp):
+    return _predictions(PANOPTIC, module_tmp)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -15,8 +15,8 @@ from vdeploy.runtime.prediction import Prediction
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds")
+def data(module_tmp):
+    root = module_tmp.mktemp("ds")
     return {"coco": make_coco(root / "coco", n=6), "semantic": make_semantic(root / "sem", n=4),
             "imagefolder": make_imagefolder(root / "cls", per_class=3), "market1501": make_market1501(root / "reid")}
 

@@ -48,8 +48,8 @@ class OraclePredictor:
 
 
 @pytest.fixture(scope="module")
-def coco(tmp_path_factory):
-    return open_dataset(make_coco(tmp_path_factory.mktemp("coco"), n=12))
+def coco(module_tmp):
+    return open_dataset(make_coco(module_tmp.mktemp("coco"), n=12))
 
 
 def _run(ds, out, predictors, **kw):

@@ -23,17 +23,17 @@ def vd(*args, check=True, **kw):
     return r
 
 
-def bundle(tmp_path_factory, name, formats):
+def bundle(module_tmp, name, formats):
     if not default_weights(name).is_file():
         pytest.skip(f"no trained weights for tiny:{name}; run scripts/train_tiny.py {name}")
-    out = tmp_path_factory.mktemp(name) / "b"
+    out = module_tmp.mktemp(name) / "b"
     vd("export", f"tiny:{name}", "--format", formats, "--out", out)
     return out
 
 
 @pytest.fixture(scope="module")
-def det_bundle(tmp_path_factory):
-    return bundle(tmp_path_factory, "shapes_det", "onnx,openvino")
+def det_bundle(module_tmp):
+    return bundle(module_tmp, "shapes_det", "onnx,openvino")
 
 
 def test_coco_three_backends_side_by_side(det_bundle, tmp_path):
@@ -78,8 +78,8 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(det_bundle, tmp_path):
     assert len(keys) == len(set(keys)) == 160
 
 
-def test_semantic_and_classification(tmp_path_factory, tmp_path):
-    seg = bundle(tmp_path_factory, "shapes_seg", "onnx,openvino")
+def test_semantic_and_classification(module_tmp, tmp_path):
+    seg = bundle(module_tmp, "shapes_seg", "onnx,openvino")
     ds = make_semantic(tmp_path / "sem", n=12, seed=50)
     vd("eval", seg, "--dataset", ds, "--out", tmp_path / "ev", "--no-progress")
     rep = json.loads((tmp_path / "ev" / "report.json").read_text())
@@ -89,7 +89,7 @@ def test_semantic_and_classification(tmp_path_factory, tmp_path):
     assert all(m["mIoU"] > 0.6 and m["aAcc"] > 0.9 for m in got.values()), got
     assert abs(got["onnxruntime"]["mIoU"] - got["openvino"]["mIoU"]) < 0.005
     assert set(rep["tables"]["onnxruntime"]["per-class"]) == {"background", "circle", "square", "triangle"}
-    cls = bundle(tmp_path_factory, "shapes_cls", "onnx")
+    cls = bundle(module_tmp, "shapes_cls", "onnx")
     folder = make_imagefolder(tmp_path / "cls", per_class=10, seed=60)
     vd("eval", cls, "--dataset", folder, "--out", tmp_path / "evc", "--no-progress")
     m = json.loads((tmp_path / "evc" / "report.json").read_text())["backends"]["onnxruntime"]

@@ -26,11 +26,11 @@ def cosine(a, b):
 
 
 @pytest.fixture(scope="module")
-def golden_model(tmp_path_factory):
+def golden_model(module_tmp):
     goldens_or_skip()
     from vdeploy.frameworks import build_model
 
-    ckpt = tmp_path_factory.mktemp("fastreid") / "model_final.pth"
+    ckpt = module_tmp.mktemp("fastreid") / "model_final.pth"
     subprocess.run([sys.executable, str(GOLDENS.parent / "acceptance" / "make_ckpt.py"), str(CASE), str(ckpt)],
                    check=True, capture_output=True)
     return build_model(str(CONFIG), str(ckpt)), ckpt

@@ -40,13 +40,13 @@ def _case_or_skip(name):
 
 
 @pytest.fixture(scope="module", params=CASES)
-def reference(request, tmp_path_factory):
+def reference(request, module_tmp):
     from vdeploy.frameworks import build_model
     from vdeploy.runtime.preprocess import preprocess
 
     case = _case_or_skip(request.param)
     config = ZOO / json.loads((case / "manifest.json").read_text())["config"]
-    ckpt = tmp_path_factory.mktemp("fastreid") / "model_final.pth"
+    ckpt = module_tmp.mktemp("fastreid") / "model_final.pth"
     subprocess.run([sys.executable, str(SHARED / "acceptance" / "make_ckpt.py"), str(case), str(ckpt)],
                    check=True, capture_output=True)
     dm = build_model(str(config), str(ckpt))

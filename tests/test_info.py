@@ -11,12 +11,12 @@ pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def det_bundle(tmp_path_factory):
+def det_bundle(module_tmp):
     from vdeploy.models.tiny import default_weights
 
     if not default_weights("shapes_det").is_file():
         pytest.skip("no trained weights for tiny:shapes_det")
-    out = tmp_path_factory.mktemp("info") / "b"
+    out = module_tmp.mktemp("info") / "b"
     r = run_cli("export", "tiny:shapes_det", "--format", "onnx,torchscript", "--out", out)
     assert r.returncode == 0, r.stderr
     return out

@@ -8,7 +8,7 @@ pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
+def classifier(module_tmp):
     from vdeploy.eval.synthetic import make_imagefolder
     from vdeploy.export.spec import in_memory_bundle
     from vdeploy.export.torch_backend import TorchEagerBackend
@@ -20,7 +20,7 @@ def classifier(tmp_path_factory):
         pytest.skip("no trained weights for tiny:shapes_cls")
     dm = build_model("tiny:shapes_cls")
     bundle = in_memory_bundle(dm, dm.input_size)
-    folder = make_imagefolder(tmp_path_factory.mktemp("images"), per_class=3)
+    folder = make_imagefolder(module_tmp.mktemp("images"), per_class=3)
     images = [read_image(p) for p in sorted(folder.rglob("*.png"))]
     return bundle, TorchEagerBackend(bundle, deployable=dm).load(), images
 

@@ -10,11 +10,11 @@ CONFIG = "detectron2/configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yam
 
 
 @pytest.fixture(scope="module")
-def checkpoint(goldens, tmp_path_factory):
+def checkpoint(goldens, module_tmp):
     import subprocess
     import sys
 
-    out = tmp_path_factory.mktemp("lb") / "model_final.pth"
+    out = module_tmp.mktemp("lb") / "model_final.pth"
     subprocess.run([sys.executable, str(goldens.parent / "acceptance" / "make_ckpt.py"),
                     str(goldens / "detectron2" / "mask_rcnn_R_50_FPN_3x"), str(out)], check=True, capture_output=True)
     return out

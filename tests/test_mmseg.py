@@ -240,14 +240,14 @@ def test_adaptive_pool_equals_pytorch(hw, bins):
 # --------------------------------------------------------------------------- goldens
 
 @pytest.fixture(scope="module")
-def golden_models(tmp_path_factory):
+def golden_models(module_tmp):
     goldens_or_skip()
     import subprocess
     import sys
 
     from vdeploy.frameworks import build_model
 
-    out, models = tmp_path_factory.mktemp("mmseg_ckpt"), {}
+    out, models = module_tmp.mktemp("mmseg_ckpt"), {}
 
     def get(case):
         if case not in models:

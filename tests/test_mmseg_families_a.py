@@ -112,12 +112,12 @@ def small_config(manifest):
 
 
 @pytest.fixture(scope="module")
-def reference_models(tmp_path_factory):
+def reference_models(module_tmp):
     zoo_or_skip()
     sys.path.insert(0, str(GOLDENS))
     from weights import golden_state_dict
 
-    out, models = tmp_path_factory.mktemp("mmseg_families_a"), {}
+    out, models = module_tmp.mktemp("mmseg_families_a"), {}
 
     def get(case):
         if case not in models:

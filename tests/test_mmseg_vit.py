@@ -122,10 +122,10 @@ def checkpoint(case_dir, path):
 
 
 @pytest.fixture(scope="module")
-def reference_models(tmp_path_factory):
+def reference_models(module_tmp):
     if not (ZOO.is_dir() and GOLDENS.is_dir()):
         pytest.skip("the zoo configs or the shared goldens are absent")
-    out, models = tmp_path_factory.mktemp("vit_ckpt"), {}
+    out, models = module_tmp.mktemp("vit_ckpt"), {}
 
     def get(case):
         if case not in models:

@@ -27,13 +27,13 @@ def _export(name, out, **kw):
 
 
 @pytest.fixture(scope="module")
-def seg_bundle(tmp_path_factory):
-    return _export("shapes_seg", tmp_path_factory.mktemp("b") / "seg", verify=False)
+def seg_bundle(module_tmp):
+    return _export("shapes_seg", module_tmp.mktemp("b") / "seg", verify=False)
 
 
 @pytest.fixture(scope="module")
-def det_bundle(tmp_path_factory):
-    return _export("shapes_det", tmp_path_factory.mktemp("b") / "det", verify=False)
+def det_bundle(module_tmp):
+    return _export("shapes_det", module_tmp.mktemp("b") / "det", verify=False)
 
 
 def _img(path: Path, seed=3, hw=(96, 128)) -> Path:

@@ -13,20 +13,20 @@ pytest.importorskip("onnxruntime.quantization")
 
 
 @pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
+def calib_dir(module_tmp):
     from vdeploy.eval.synthetic import make_imagefolder
 
-    return make_imagefolder(tmp_path_factory.mktemp("calib"), per_class=2)
+    return make_imagefolder(module_tmp.mktemp("calib"), per_class=2)
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(tmp_path_factory, calib_dir):
+def int8_bundle(module_tmp, calib_dir):
     pytest.importorskip("nncf")
     from vdeploy.models.tiny import default_weights
 
     if not default_weights("shapes_cls").is_file():
         pytest.skip("no trained weights for tiny:shapes_cls")
-    out = tmp_path_factory.mktemp("int8") / "b"
+    out = module_tmp.mktemp("int8") / "b"
     r = run_cli("export", "tiny:shapes_cls", "--format", "onnx,openvino", "--precision", "fp32,int8",
                 "--calib", calib_dir, "--out", out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr

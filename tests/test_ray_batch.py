@@ -152,17 +152,17 @@ def vd(*args, prefix=(), check=True):
 
 
 @pytest.fixture(scope="module")
-def det_bundle(tmp_path_factory):
+def det_bundle(module_tmp):
     if not default_weights("shapes_det").is_file():
         pytest.skip("no trained weights for tiny:shapes_det; run scripts/train_tiny.py shapes_det")
-    out = tmp_path_factory.mktemp("det") / "b"
+    out = module_tmp.mktemp("det") / "b"
     vd("export", "tiny:shapes_det", "--format", "onnx", "--out", out)
     return out
 
 
 @pytest.fixture(scope="module")
-def coco(tmp_path_factory):
-    return make_coco(tmp_path_factory.mktemp("coco"), n=48, seed=11)
+def coco(module_tmp):
+    return make_coco(module_tmp.mktemp("coco"), n=48, seed=11)
 
 
 def _kill_when(p: subprocess.Popen, path: Path, lines: int) -> int:

@@ -27,7 +27,7 @@ SMALL = [("MODEL.RESNETS.DEPTH", "18"), ("MODEL.RESNETS.RES2_OUT_CHANNELS", "64"
 
 
 @pytest.fixture(scope="module")
-def kp_bundle(tmp_path_factory):
+def kp_bundle(module_tmp):
     if not CONFIG.is_file():
         pytest.skip(f"{CONFIG} is absent")
     if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode != 0:
@@ -36,12 +36,12 @@ def kp_bundle(tmp_path_factory):
     from vdeploy.frameworks import build_model
 
     dm = build_model(str(CONFIG), None, config_overrides=SMALL)
-    return export_bundle(dm, tmp_path_factory.mktemp("kp") / "kp", ["onnx"], verify=False, log=lambda *a: None)
+    return export_bundle(dm, module_tmp.mktemp("kp") / "kp", ["onnx"], verify=False, log=lambda *a: None)
 
 
 @pytest.fixture(scope="module")
-def repository(kp_bundle, tmp_path_factory):
-    out = tmp_path_factory.mktemp("repo") / "repo"
+def repository(kp_bundle, module_tmp):
+    out = module_tmp.mktemp("repo") / "repo"
     r = run_cli("export-triton", kp_bundle.path, out, "--name", "kp", "--max-batch-size", "4")
     assert r.returncode == 0, r.stderr
     return out

@@ -66,10 +66,10 @@ def triton_env():
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
+def bundles(module_tmp):
     if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode != 0:
         pytest.skip("exporting the tiny bundles needs torch (the export extra)")
-    root = tmp_path_factory.mktemp("bundles")
+    root = module_tmp.mktemp("bundles")
     for name, args in TASKS.items():
         if not Path(args[0]).is_file() and ":" not in str(args[0]):
             continue  # the shared zoo is absent: its tests skip (need_bundle)
@@ -112,11 +112,11 @@ def launch_triton_serve(repos, triton_env, log: Path):
 
 
 @pytest.fixture(scope="module")
-def triton(triton_env, bundles, tmp_path_factory):
+def triton(triton_env, bundles, module_tmp):
     """One server, one repository per model (Triton takes several --model-repository)."""
     from vdeploy.serve.triton_server import stop
 
-    root = tmp_path_factory.mktemp("repos")
+    root = module_tmp.mktemp("repos")
     repos = []
     for name in [n for n in TASKS if (bundles / n).is_dir()]:
         r = run_cli("export-triton", bundles / name, root / name, "--name", name, "--max-batch-size", "4",

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def maskrcnn(tmp_path_factory, goldens):
-    d = tmp_path_factory.mktemp("maskrcnn")
+def maskrcnn(module_tmp, goldens):
+    d = module_tmp.mktemp("maskrcnn")
     torch.manual_seed(7)
     m = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     torch.save(m.state_dict(), d / "w.pth")

@@ -167,9 +167,9 @@ def _need_tiny(name):
 
 
 @pytest.fixture(scope="module")
-def tiny_det(tmp_path_factory):
+def tiny_det(module_tmp):
     _need_tiny("shapes_det")
-    return tmp_path_factory.mktemp("gates")
+    return module_tmp.mktemp("gates")
 
 
 GATES = {"shapes_det": ["bbox_ap >= 0.99", "segm_ap >= 0.99", "box_offset_px <= 0.1"], "shapes_seg": ["pixel_agreement >= 0.999", "miou >= 0.99"],
