@@ -63,16 +63,19 @@ def test_state_dict_names_and_shapes_are_mmsegs(config):
 
 def case_config(case):
     """The case's zoo config with its overrides: the test pipeline's Resize scale / keep_ratio
-    (`test_resize`, `test_keep_ratio`), other keys dotted paths into the config."""
+    (`test_resize`, `test_keep_ratio`) or ResizeShortestEdge scale (`test_shortest_edge`), other
+    keys dotted paths into the config."""
     zoo_or_skip()
     manifest = json.loads((REFS / case / "manifest.json").read_text())
     cfg = load_config(ZOO / manifest["config"])
-    fields = {"test_resize": "scale", "test_keep_ratio": "keep_ratio"}
+    fields = {"test_resize": ("Resize", "scale"), "test_keep_ratio": ("Resize", "keep_ratio"),
+              "test_shortest_edge": ("ResizeShortestEdge", "scale")}
     for key, value in manifest["overrides"].items():
         if key in fields:
+            kind, field = fields[key]
             for step in cfg["test_dataloader"]["dataset"]["pipeline"]:
-                if step.get("type") == "Resize":
-                    step[fields[key]] = value
+                if step.get("type") == kind:
+                    step[field] = value
         else:
             *parents, last = key.split(".")
             node = cfg

@@ -36,8 +36,9 @@ def golden_state_dict_from(goldens):
 
 def apply_overrides(cfg, overrides):
     """`test_resize`: the test pipeline's Resize scale (w, h); `test_keep_ratio`: its keep_ratio;
-    other keys: dotted paths into the config."""
-    fields = {"test_resize": "scale", "test_keep_ratio": "keep_ratio"}
+    `test_shortest_edge`: its ResizeShortestEdge scale; other keys: dotted paths into the config."""
+    fields = {"test_resize": "scale", "test_keep_ratio": "keep_ratio", "test_shortest_edge": "scale"}
+    steps = {"test_resize": "Resize", "test_keep_ratio": "Resize", "test_shortest_edge": "ResizeShortestEdge"}
     for key, value in overrides.items():
         if key not in fields:
             *parents, last = key.split(".")
@@ -48,7 +49,7 @@ def apply_overrides(cfg, overrides):
             continue
         for pipe in (cfg.test_pipeline, cfg.test_dataloader.dataset.pipeline):
             for step in pipe:
-                if step.get("type") == "Resize":
+                if step.get("type") == steps[key]:
                     step[fields[key]] = tuple(value) if isinstance(value, list) else value
 
 
@@ -70,7 +71,8 @@ def prepare_config(cfg, overrides):
     apply_overrides(cfg, overrides)
     to_bn(cfg.model)
     cfg.model.pretrained = None
-    for part in (cfg.model.backbone, cfg.model.backbone.get("backbone_cfg") or {}):
+    backbone = cfg.model.get("backbone") or cfg.model.get("image_encoder")  # SAN: its CLIP image encoder
+    for part in (backbone, backbone.get("backbone_cfg") or {}):
         part.pop("init_cfg", None)
         part.pop("pretrained", None)
 
@@ -142,7 +144,7 @@ def label_map_references(model, name, img_dir, images, case_dir):
             return t + 1e-4 * t.abs().mean() * torch.randn(t.shape, generator=g)
         return jitter(out)
 
-    hook = model.backbone.register_forward_hook(perturb)
+    hook = getattr(model, "backbone", getattr(model, "image_encoder", None)).register_forward_hook(perturb)
     for img in images:
         bgr = cv2.imread(os.path.join(img_dir, img))
         with torch.no_grad():

@@ -66,6 +66,8 @@ def export_onnx(dm: DeployableModel, meta: dict, inputs: dict, folder: Path, *, 
         warnings.simplefilter("ignore")
         raw = Path(work) / "model.onnx"
         with torch.inference_mode(False), torch.no_grad():
+            if dm.before_trace is not None:
+                dm.before_trace()
             torch.onnx.export(dm.module, _args(dm, inputs), str(raw), dynamo=False, opset_version=opset,
                               input_names=[i["name"] for i in meta["inputs"]],
                               output_names=[o["name"] for o in meta["outputs"]],
@@ -104,6 +106,8 @@ def export_torchscript(dm: DeployableModel, meta: dict, inputs: dict, folder: Pa
     with _staged(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
+            if dm.before_trace is not None:
+                dm.before_trace()
             try:
                 # Scripting keeps shape-dependent logic; tracing freezes it to the example's shape.
                 module = torch.jit.script(dm.module)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -33,6 +33,9 @@ class DeployableModel:
     # Why a graph traced at one size would be wrong at others (sizes fixed at trace time in the
     # model's code); export then needs a fixed input size. None: any size exports.
     dynamic_export_refused: Optional[str] = None
+    # Work an export does before tracing: constants the graph holds that the module computes on
+    # first use (SAN's text embeddings), so that the trace records the values, not how they are made.
+    before_trace: Optional[Callable[[], Any]] = None
 
     def __post_init__(self):
         task = self.spec.get("task")

@@ -53,8 +53,14 @@ def build(spec: str, weights: Optional[str] = None, **options):
     num_classes = kw["head"]["num_classes"]
     if classes is not None and len(classes) != num_classes:
         raise ConfigError(f"checkpoint lists {len(classes)} classes but the decode head has {num_classes}")
+    before_trace = None
+    if "text" in kw:
+        # SAN: the class names' text embeddings are computed on first use (tens of seconds), and
+        # before an export traces the graph, which then holds them as a constant
+        before_trace = model.text_encoder.class_embeddings
+        classes = classes or kw["text"]["classes"]
     classes = classes or dataset_classes(kw["dataset"], num_classes)
-    return DeployableModel(model, spec_for(kw, classes), prov, batchable=False)
+    return DeployableModel(model, spec_for(kw, classes), prov, batchable=False, before_trace=before_trace)
 
 
 SOURCES.register("mmseg", ModelSource("mmseg", claims, build))

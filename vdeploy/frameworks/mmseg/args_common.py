@@ -7,7 +7,7 @@ from typing import Any, Optional
 from ...errors import ConfigError
 
 _NORMS = ("BN", "SyncBN", "BN2d", "GN", "LN")
-_ACTS = ("ReLU", "ReLU6", "GELU", "HSwish", "HSigmoid", "Sigmoid", "LeakyReLU", "PReLU", "Swish")
+_ACTS = ("ReLU", "ReLU6", "GELU", "HSwish", "HSigmoid", "Sigmoid", "LeakyReLU", "PReLU", "Swish", "QuickGELU")
 
 
 def _section(cfg: dict, key: str, where: str) -> dict:

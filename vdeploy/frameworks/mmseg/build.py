@@ -19,6 +19,7 @@ from . import families_b_args as fb_args
 from . import knet_args
 from . import query_heads_args
 from . import vit_args
+from . import san_args
 from .args_common import _pair, _pick, _section, _tup, act_spec, norm_spec
 from .backbone_args import _RESNETS, backbone_kwargs
 
@@ -183,12 +184,15 @@ def test_pipeline(cfg: dict) -> list:
 
 def resize_policy(pipeline: list) -> dict:
     """The runtime's resize policy equal to the test pipeline's `Resize` (mmcv semantics)."""
-    steps = [s for s in pipeline if isinstance(s, dict) and s.get("type") in ("Resize", "RandomResize")]
+    steps = [s for s in pipeline if isinstance(s, dict)
+             and s.get("type") in ("Resize", "RandomResize", "ResizeShortestEdge")]
     if not steps:
         return {"type": "none"}
-    if len(steps) > 1 or steps[0]["type"] != "Resize":
-        raise ConfigError("the test pipeline must have at most one `Resize` step")
+    if len(steps) > 1 or steps[0]["type"] == "RandomResize":
+        raise ConfigError("the test pipeline must have at most one `Resize` or `ResizeShortestEdge` step")
     step = steps[0]
+    if step["type"] == "ResizeShortestEdge":
+        return _shortest_edge(step)
     if step.get("scale") is None:
         raise ConfigError("test pipeline `Resize` without `scale` (scale_factor only) is not supported")
     w, h = _pair(step["scale"], "test pipeline Resize.scale")  # mmcv scales are (w, h)
@@ -203,18 +207,8 @@ def resize_policy(pipeline: list) -> dict:
     return {"type": "fixed", "height": h, "width": w, "interp": interp}
 
 
-def model_kwargs(cfg: dict) -> dict:
-    model = _section(cfg, "model", "")
-    if model.get("type") not in ("EncoderDecoder", "CascadeEncoderDecoder"):
-        raise ConfigError(f"model type {model.get('type')!r} is not supported; "
-                          "expected 'EncoderDecoder' or 'CascadeEncoderDecoder'")
-    pre = model.get("data_preprocessor") or cfg.get("data_preprocessor") or {}
-    if "mean" not in pre or "std" not in pre:
-        raise ConfigError("model.data_preprocessor needs `mean` and `std`")
-    test_cfg = model.get("test_cfg") or {}
-    mode = test_cfg.get("mode", "whole")
-    if mode not in ("whole", "slide"):
-        raise ConfigError(f"model.test_cfg.mode {mode!r} is not one of 'whole', 'slide'")
+def _encoder_decoder_kwargs(model: dict, test_cfg: dict) -> dict:
+    """backbone, neck and decode head(s) of an EncoderDecoder or CascadeEncoderDecoder."""
     heads = model.get("decode_head")
     if model["type"] == "CascadeEncoderDecoder":
         if not (isinstance(heads, (list, tuple)) and heads and all(isinstance(h, dict) for h in heads)):
@@ -232,14 +226,49 @@ def model_kwargs(cfg: dict) -> dict:
         head_kw = [head_kwargs(_section(model, "decode_head", "model."))]
         if head_kw[0]["type"] in _CASCADE:
             raise ConfigError(f"model.decode_head {head_kw[0]['type']!r} needs a CascadeEncoderDecoder")
-    kw = {"backbone": backbone_kwargs(_section(model, "backbone", "model.")),
-          "head": head_kw[-1], "heads": head_kw,
-          "neck": neck_kwargs(model["neck"]) if model.get("neck") else None,
-          "mean": [float(v) for v in pre["mean"]], "std": [float(v) for v in pre["std"]],
-          "rgb": bool(pre.get("bgr_to_rgb", False)), "mode": mode,
-          "resize": resize_policy(test_pipeline(cfg)),
-          "dataset": ((cfg.get("test_dataloader") or {}).get("dataset") or {}).get("type")}
-    kw["multiple_of"] = fa_args.multiple_of(cfg, test_pipeline(cfg), mode)
+    return {"backbone": backbone_kwargs(_section(model, "backbone", "model.")), "head": head_kw[-1], "heads": head_kw,
+            "neck": neck_kwargs(model["neck"]) if model.get("neck") else None}
+
+
+def _shortest_edge(step: dict) -> dict:
+    """mmseg's ResizeShortestEdge: detectron2's output size (shortest edge to `scale`, or the
+    smallest of a list, the longest at most `max_size`, int(x + 0.5)), then mmcv's keep-ratio
+    Resize to that size with OpenCV bilinear. The second step reproduces the first's size
+    whenever the longer side is under 4x the shorter (checked over every size from 16 to 3000);
+    beyond, where `max_size` binds, mmcv's rounding can make the long side 1-2 pixels shorter
+    than the size used here."""
+    scale, max_size = step.get("scale"), step.get("max_size")
+    sizes = scale if isinstance(scale, (list, tuple)) else [scale]
+    if not sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
+        raise ConfigError(f"test pipeline ResizeShortestEdge.scale must be a positive int or a list of them, "
+                          f"got {scale!r}")
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < min(sizes):
+        raise ConfigError(f"test pipeline ResizeShortestEdge.max_size must be an int >= the scale, got {max_size!r}")
+    return {"type": "shortest_edge", "min_size": min(sizes), "max_size": max_size, "interp": "cv2_linear"}
+
+
+def model_kwargs(cfg: dict) -> dict:
+    model = _section(cfg, "model", "")
+    if model.get("type") not in ("EncoderDecoder", "CascadeEncoderDecoder", "MultimodalEncoderDecoder"):
+        raise ConfigError(f"model type {model.get('type')!r} is not supported; "
+                          "expected 'EncoderDecoder', 'CascadeEncoderDecoder' or 'MultimodalEncoderDecoder'")
+    pre = model.get("data_preprocessor") or cfg.get("data_preprocessor") or {}
+    if "mean" not in pre or "std" not in pre:
+        raise ConfigError("model.data_preprocessor needs `mean` and `std`")
+    test_cfg = model.get("test_cfg") or {}
+    mode = test_cfg.get("mode", "whole")
+    if mode not in ("whole", "slide"):
+        raise ConfigError(f"model.test_cfg.mode {mode!r} is not one of 'whole', 'slide'")
+    if model["type"] == "MultimodalEncoderDecoder":
+        image = backbone_kwargs(_section(model, "image_encoder", "model."), "model.image_encoder")
+        kw = san_args.model_kwargs(model, image)
+    else:
+        kw = _encoder_decoder_kwargs(model, test_cfg)
+    kw.update({"mean": [float(v) for v in pre["mean"]], "std": [float(v) for v in pre["std"]],
+               "rgb": bool(pre.get("bgr_to_rgb", False)), "mode": mode,
+               "resize": resize_policy(test_pipeline(cfg)),
+               "dataset": ((cfg.get("test_dataloader") or {}).get("dataset") or {}).get("type"),
+               "multiple_of": fa_args.multiple_of(cfg, test_pipeline(cfg), mode)})
     if mode == "slide":
         kw["crop_size"] = _pair(test_cfg.get("crop_size"), "model.test_cfg.crop_size")
         kw["stride"] = _pair(test_cfg.get("stride"), "model.test_cfg.stride")
@@ -276,6 +305,12 @@ def build_segmentor(kw: dict):
     from ...models.mmseg import EncoderDecoder
 
     try:
+        if kw.get("type") == "MultimodalEncoderDecoder":
+            how, divisor = kw.get("multiple_of") or ("pad", 1)
+            if how != "pad":
+                raise ConfigError("a MultimodalEncoderDecoder with a test pipeline ResizeToMultiple is not supported")
+            return san_args.build(kw, kw["mean"], kw["std"], kw["mode"], divisor, kw.get("crop_size"),
+                                  kw.get("stride")).eval()
         heads = [build_head(h) for h in kw.get("heads") or [kw["head"]]]
         neck = None
         if kw.get("neck"):

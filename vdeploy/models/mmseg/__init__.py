@@ -39,6 +39,9 @@ from .query_heads import Mask2FormerHead, MaskFormerHead
 from .realtime_heads import DDRHead, DepthwiseSeparableFCNHead, LRASPPHead, PIDHead
 from .resnest import ResNeSt
 from .stdc import STDCContextPathNet, STDCNet
+from .clip_text import CLIPTextEncoder
+from .multimodal import MultimodalEncoderDecoder
+from .san_head import SideAdapterCLIPHead
 
 __all__ = ["ANNHead", "APCHead", "ASPPHead", "BiSeNetV1", "BiSeNetV2", "CCHead", "DAHead", "DMHead", "DNLHead",
            "DepthwiseSeparableASPPHead", "EMAHead", "EncHead", "EncoderDecoder", "FCNHead", "FPN", "FPNHead",
@@ -51,3 +54,4 @@ __all__ += ["CGNet", "DDRHead", "DDRNet", "DepthwiseSeparableFCNHead", "ERFNet",
             "MobileNetV3", "PIDHead", "PIDNet", "PointHead", "ResNeSt", "STDCContextPathNet", "STDCNet"]
 __all__ += ["IterativeDecodeHead", "KernelUpdateHead", "KernelUpdator"]
 __all__ += ["Mask2FormerHead", "MaskFormerHead"]
+__all__ += ["CLIPTextEncoder", "MultimodalEncoderDecoder", "SideAdapterCLIPHead"]

@@ -76,10 +76,19 @@ def activation(act: Optional[dict], channels: int = 0) -> nn.Module:
         return nn.PReLU(act.get("num_parameters", channels) if act.get("num_parameters", 1) != 1 else 1)
     if kind == "Swish":
         return nn.SiLU()
+    if kind == "QuickGELU":
+        return QuickGELU()
     raise ValueError(f"unsupported activation {kind!r}")
 
 
-ACTIVATIONS = ("ReLU", "ReLU6", "GELU", "HSwish", "HSigmoid", "Sigmoid", "LeakyReLU", "PReLU", "Swish")
+ACTIVATIONS = ("ReLU", "ReLU6", "GELU", "HSwish", "HSigmoid", "Sigmoid", "LeakyReLU", "PReLU", "Swish", "QuickGELU")
+
+
+class QuickGELU(nn.Module):
+    """CLIP's GELU approximation x * sigmoid(1.702 x) (mmseg registers it for its CLIP models)."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
 NORMS = tuple(_NORM_NAMES)
 
 
