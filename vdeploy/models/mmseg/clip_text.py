@@ -98,6 +98,13 @@ class CLIPTextEncoder(nn.Module):
             self.bg_embed = nn.Parameter(torch.zeros(1, output_dims))
         self.cat_bg = cat_bg
         self.batch = batch
+        # CLIP's and mmseg's initialisation, so that a model built without weights computes finite,
+        # distinct embeddings (a zero projection would normalise 0 / 0)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=embed_dims ** -0.5)
+        if cat_bg:
+            nn.init.normal_(self.bg_embed, std=output_dims ** -0.5)
         self.register_buffer("tokens", tokens.long(), persistent=False)
         self.register_buffer("embeddings", torch.zeros(0, output_dims), persistent=False)
         self._embedded_with = None

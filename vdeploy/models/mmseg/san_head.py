@@ -26,25 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..detectron2.layer_norm import LayerNorm2d  # mmseg's san_layers.LayerNorm2d: the same arithmetic
 from .clip_text import QUICK_GELU, PreNormTransformerLayer
 from .layers import GELU, ConvModule, PatchEmbed
 from .query_heads import semantic_scores
 from .vit import TransformerEncoderLayer
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of [N, C, H, W] (mmseg's san_layers.LayerNorm2d)."""
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x):
-        u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        return self.weight[:, None, None] * ((x - u) / torch.sqrt(s + self.eps)) + self.bias[:, None, None]
 
 
 class MLP(nn.Module):
@@ -110,6 +96,8 @@ class SideAdapterNetwork(nn.Module):
             for _ in fusion_index)
         self.fusion_index = fusion_index
         self.mask_decoder = MLPMaskDecoder(embed_dims, **decoder)
+        for embedding in (self.pos_embed, self.query_pos_embed, self.query_embed):  # mmseg's initialisation
+            nn.init.normal_(embedding, std=0.02)
 
     def position_embedding(self, hw):
         """The learned grid resized (bicubic) to the token grid `hw`; an identity on its own grid.
