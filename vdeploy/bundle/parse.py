@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence, Union
 from ..errors import BundleError
 from .schema import (COLORS, Contract, DTYPES, FILE_ROLES, FORMAT_FILES, FileEntry, INTERPOLATIONS, Keypoints, LAYOUTS,
                      LETTERBOX, MAX_CAP, MAX_CLASSES, MAX_DETECTIONS, MAX_DIM, MAX_DIVISIBILITY,
-                     MAX_PIXEL, MAX_SIDE, MAX_TENSORS, NORMALIZE_WHERE, Normalize, PASTE, PRECISIONS,
+                     DEPTH_UNITS, MAX_DEPTH, MAX_PIXEL, MAX_SIDE, MAX_TENSORS, NORMALIZE_WHERE, Normalize, PASTE, PRECISIONS,
                      Pad, Postprocess, Preprocess, Provenance, REQUIRED_OUTPUTS, RESERVED_FILES,
                      RESIZE_TYPES, Resize, SCHEMA_VERSION, TASKS, TASK_POSTPROCESS, TensorSpec,
                      Verification, check_sealed_header)
@@ -270,7 +270,9 @@ def _postprocess(r: _Reader, v: Any, task: str) -> Postprocess:
         paste=r.optional(pp, "paste", p, lambda x, q: r.string(x, q, choices=PASTE), default="detectron2"),
         overlap_threshold=unit("overlap_threshold"), instances_score_threshold=unit("instances_score_threshold"),
         stuff_area_threshold=r.optional(pp, "stuff_area_threshold", p,
-                                        lambda x, q: r.number(x, q, lo=0.0, hi=float(MAX_SIDE) ** 2)))
+                                        lambda x, q: r.number(x, q, lo=0.0, hi=float(MAX_SIDE) ** 2)),
+        max_depth=r.optional(pp, "max_depth", p, lambda x, q: r.number(x, q, lo=0.0, hi=MAX_DEPTH, lo_open=True)),
+        unit=r.optional(pp, "unit", p, lambda x, q: r.string(x, q, choices=DEPTH_UNITS), default="m"))
 
 
 def _keypoints(r: _Reader, v: Any) -> Keypoints:

@@ -17,13 +17,14 @@ from ..errors import BundleError
 SCHEMA_VERSION = 1
 
 TASKS = ("detection", "instance_segmentation", "keypoints", "panoptic_segmentation", "semantic_segmentation",
-         "embedding", "classification")
+         "embedding", "classification", "depth_estimation")
 # task -> the host postprocessing that reads its outputs
 TASK_POSTPROCESS = {"detection": "detection", "instance_segmentation": "detection", "keypoints": "detection",
                     "panoptic_segmentation": "panoptic", "semantic_segmentation": "semantic_segmentation",
-                    "embedding": "embedding", "classification": "classification"}
+                    "embedding": "embedding", "classification": "classification",
+                   "depth_estimation": "depth_estimation"}
 # postprocess type -> outputs it reads by name
-REQUIRED_OUTPUTS = {"detection": ("boxes", "scores", "classes"),
+REQUIRED_OUTPUTS = {"detection": ("boxes", "scores", "classes"), "depth_estimation": ("depth",),
                     "panoptic": ("boxes", "scores", "classes", "sem_seg_logits")}
 RESIZE_TYPES = ("shortest_edge", "fixed", "shorter_center_crop", "none")
 INTERPOLATIONS = ("pil_bilinear", "cv2_linear", "cv2_cubic", "cv2_area", "cv2_nearest")
@@ -33,6 +34,8 @@ PASTE = ("detectron2", "torchvision")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("BGR", "RGB")
+DEPTH_UNITS = ("m",)
+MAX_DEPTH = 1e6
 # Format name -> the file that holds the model (OpenVINO's weights file is listed too, role "weights").
 FORMAT_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts"}
 FILE_ROLES = ("model", "weights")
@@ -128,6 +131,8 @@ class Postprocess:
     overlap_threshold: Optional[float] = None            # panoptic
     stuff_area_threshold: Optional[float] = None         # panoptic, in pixels
     instances_score_threshold: Optional[float] = None    # panoptic
+    max_depth: Optional[float] = None    # depth: the largest depth the model can output, in `unit`
+    unit: str = "m"                      # depth: what one unit of the output is
 
 
 @dataclass(frozen=True)

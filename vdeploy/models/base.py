@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 import torch
 
 TASKS = ("detection", "instance_segmentation", "keypoints", "panoptic_segmentation", "semantic_segmentation",
-         "embedding", "classification")
+         "embedding", "classification", "depth_estimation")
 
 
 @dataclass

@@ -26,6 +26,8 @@ class Prediction:
     features: Optional[np.ndarray] = None   # D float32
     # classification
     probs: Optional[np.ndarray] = None      # K float32
+    # depth estimation
+    depth_map: Optional[np.ndarray] = None  # H x W float32, metres (the bundle's postprocess.unit)
 
     def __len__(self) -> int:
         return 0 if self.boxes is None else int(self.boxes.shape[0])

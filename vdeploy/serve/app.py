@@ -120,6 +120,11 @@ def build_app(predictors: dict, config: ServeConfig):
             png = await asyncio.get_running_loop().run_in_executor(pool, encode_label_map_palette,
                                                                    pred.label_map, len(p.classes))
             return Response(png, media_type="image/png")
+        if p.task == "depth_estimation":  # a 16-bit PNG of millimetres
+            from ..runtime.tasks.depth_estimation import encode_depth_png
+
+            png = await asyncio.get_running_loop().run_in_executor(pool, encode_depth_png, pred.depth_map)
+            return Response(png, media_type="image/png")
         return JSONResponse(to_json(p.task, pred, p.classes))
 
     async def v2_infer(model_name: str, request: Request):
@@ -237,4 +242,6 @@ def _summary(pred, classes) -> str:
         return f"top class: {classes[k] if k < len(classes) else k}"
     if pred.features is not None:
         return f"embedding of {pred.features.size} values"
+    if pred.depth_map is not None:
+        return f"depth map {pred.depth_map.shape[1]}x{pred.depth_map.shape[0]}"
     return "label map"

@@ -12,6 +12,7 @@ Outputs by task (N: detections over the whole request, B: images in the request)
   panoptic_segmentation  panoptic_seg INT32 [B,H,W] (segment ids), segments_info BYTES [B] (JSON lists)
   embedding              embedding FP32 [B,D]
   classification         probs FP32 [B,K]
+  depth_estimation       depth_map BYTES [B] (16-bit PNG, millimetres)
 """
 from __future__ import annotations
 

@@ -57,8 +57,9 @@ def vision_model_class():
         async def predict(self, payload, headers=None, response_headers=None):
             if not isinstance(payload, InferRequest):
                 raise InvalidInput("this model speaks the v2 protocol: POST /v2/models/{name}/infer")
-            if self.task == "semantic_segmentation" and not payload.use_binary_outputs:
-                raise InvalidInput("label_map is PNG bytes: ask for binary outputs (binary_data_output)")
+            png_outputs = {"semantic_segmentation": "label_map", "depth_estimation": "depth_map"}
+            if self.task in png_outputs and not payload.use_binary_outputs:
+                raise InvalidInput(f"{png_outputs[self.task]} is PNG bytes: ask for binary outputs (binary_data_output)")
             images = images_of(payload, InvalidInput)
             preds = await self.worker.predict(images)
             outputs = [InferOutput(t.name, list(t.data.shape), t.datatype, t.data) for t in to_tensors(self.task, preds)]

@@ -58,7 +58,7 @@ _COUNTED_OPS = frozenset(str(op) for op in flop_registry)
 
 DEFAULT_INPUT_SIZE = {"detection": (800, 1333), "instance_segmentation": (800, 1333),
                       "semantic_segmentation": (512, 512), "embedding": (256, 128),
-                      "classification": (224, 224)}
+                      "classification": (224, 224), "depth_estimation": (480, 640)}
 
 
 @dataclass

@@ -138,3 +138,20 @@ def classification(raw, meta, spec) -> Prediction:
     z = raw[spec["outputs"][0]["name"]].reshape(-1).astype(np.float64)
     e = np.exp(z - z.max())
     return Prediction(spec["task"], tuple(meta["orig_hw"]), probs=(e / e.sum()).astype(np.float32))
+
+
+@POSTPROCESSORS.register("depth_estimation")
+def depth_estimation(raw, meta, spec) -> Prediction:
+    """Depth over the fed image -> crop the valid region -> bilinear to the original photo
+    (MMSegmentation's DepthEstimator.postprocess_result)."""
+    h, w = meta["orig_hw"]
+    depth = np.asarray(raw["depth"], dtype=np.float32)
+    depth = depth.reshape(depth.shape[-2:])
+    vh, vw = meta["resized_hw"]
+    ph, pw = meta.get("padded_hw", (vh, vw))
+    dh, dw = depth.shape
+    ch, cw = int(round(dh * vh / ph)), int(round(dw * vw / pw))
+    x = np.ascontiguousarray(depth[None, :ch, :cw])
+    if (ch, cw) != (h, w):
+        x = resize_bilinear_chw(x, h, w, spec["postprocess"].get("align_corners", False))
+    return Prediction(spec["task"], (h, w), depth_map=x[0].astype(np.float32, copy=False))

@@ -20,7 +20,7 @@ def get_task(name: str) -> Task:
 
 
 for _module in ("detection", "keypoints", "panoptic_segmentation", "semantic_segmentation", "embedding",
-                "classification"):
+                "classification", "depth_estimation"):
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["TASKS", "Agreement", "Gate", "Task", "Tensor", "get_task", "parse_gate_options", "register_task"]
