@@ -4,30 +4,42 @@ import contextlib
 from pathlib import Path
 
 NAME = "eval"
-HELP = "Score every backend of a bundle on a dataset (COCO, semantic, Market-1501, ImageFolder), side by side."
+HELP = "Score every backend of a bundle on a dataset (COCO, semantic, depth, Market-1501, ImageFolder), side by side."
 
 
 def add_arguments(p):
     p.add_argument("source", help="bundle folder (or a model spec, scored through PyTorch)")
     p.add_argument("--dataset", required=True, metavar="SPEC",
-                   help="COCO instances .json, or a folder: images/+labels/ (semantic), query/+bounding_box_test/ "
-                        "(Market-1501), class sub-folders (ImageFolder)")
+                   help="COCO instances .json, or a folder: images/+labels/ (semantic), images/+depth/ or NYU's "
+                        "images/+annotations/ (depth), query/+bounding_box_test/ (Market-1501), class sub-folders "
+                        "(ImageFolder)")
     p.add_argument("--backends", help="comma-separated, e.g. torch,onnxruntime,openvino "
                                       "(default: every format in the bundle; torch for a model spec)")
     p.add_argument("--out", metavar="DIR", help="keep predictions, report.md and report.json here; "
                                                 "a re-run with the same DIR resumes")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
     p.add_argument("--format", dest="dataset_format", metavar="NAME",
-                   help="dataset format, one of the registered ones (coco, semantic, market1501, imagefolder, ...); "
-                        "default: detected from SPEC")
+                   help="dataset format, one of the registered ones (coco, semantic, depth, market1501, imagefolder, "
+                        "...); default: detected from SPEC")
     p.add_argument("--class-map", type=Path, metavar="FILE",
                    help="JSON {model class name or index: dataset category id or name}")
     p.add_argument("--images", type=Path, metavar="DIR", help="COCO: folder of the json's file_name entries")
     p.add_argument("--ignore-index", type=int, default=255, help="semantic: label value not scored (255)")
     p.add_argument("--label-transform", default="none", choices=("none", "cityscapes", "reduce_zero_label"),
                    help="semantic: map Cityscapes label ids to train ids, or ADE20K's 0=other")
-    p.add_argument("--split", help="semantic, MMSegmentation layouts (img_dir/<split>, ann_dir/<split>): the split "
-                                   "(default: val, validation or test, whichever is there)")
+    p.add_argument("--split", help="semantic and depth, MMSegmentation layouts (img_dir/<split>, ann_dir/<split>; "
+                                   "NYU's images/<split>, annotations/<split>): the split (default: semantic val, "
+                                   "validation or test; depth test, val or validation; whichever is there)")
+    # depth: defaults live in DatasetOptions (mmseg's NYU evaluation); None here means "not given"
+    p.add_argument("--min-depth", type=float, metavar="M",
+                   help="depth: score ground truth above this many metres (0.001)")
+    p.add_argument("--max-depth", type=float, metavar="M",
+                   help="depth: score ground truth below this many metres (10)")
+    p.add_argument("--depth-crop", choices=("auto", "none", "nyu"),
+                   help="depth: score only NYU's Eigen crop (rows 45:471, cols 41:601) or the whole map; "
+                        "auto (default): nyu for NYU's images/+annotations/ layout, none otherwise")
+    p.add_argument("--depth-scale", type=float, metavar="S",
+                   help="depth: metres per unit of the 16-bit ground-truth PNGs (0.001 = millimetres, NYU's)")
     p.add_argument("--predictions", type=Path, action="append", default=[], metavar="FILE",
                    help="also score saved predictions (from-bin results, predict output); repeatable")
     p.add_argument("--weights", help="checkpoint for a model spec")
@@ -47,9 +59,14 @@ def run(args) -> int:
     if args.limit is not None and args.limit <= 0:
         raise UserError("--limit must be a positive number of images")
     ray_options = RayOptions.from_args(args)
+    depth = {k: v for k, v in (("min_depth", args.min_depth), ("max_depth", args.max_depth),
+                               ("depth_crop", args.depth_crop), ("depth_scale", args.depth_scale)) if v is not None}
     options = DatasetOptions(class_map=args.class_map, images_dir=args.images, ignore_index=args.ignore_index,
-                             label_transform=args.label_transform, split=args.split)
+                             label_transform=args.label_transform, split=args.split, **depth)
     dataset = open_dataset(args.dataset, args.dataset_format, options)
+    if depth and dataset.format != "depth":
+        flags = ", ".join("--" + k.replace("_", "-") for k in depth)
+        raise UserError(f"{flags}: only for a depth dataset; {args.dataset} is {dataset.format}")
     probe = None
     if is_bundle(args.source):
         from ..runtime.backends import runnable_backends

@@ -37,13 +37,16 @@ def make_synthetic(out: Path, kind: str, n: int, seed: int) -> Path:
 def make_from_predictions(out: Path, photos: list[Path], predictor, score_threshold: float,
                           progress: Callable[[Path], None] = lambda p: None) -> Path:
     """Label `photos` with `predictor`: COCO json for detectors, images/ + labels/ for semantic
-    segmentation, class folders for classifiers. Returns what `vdeploy eval --dataset` takes."""
+    segmentation, images/ + depth/ (16-bit PNGs of millimetres, 0 = no depth) for depth
+    estimation, class folders for classifiers. Returns what `vdeploy eval --dataset` takes."""
     from ..runtime.io import atomic_write_image, read_image
     from ..runtime.results import encode_rle, label_map_array
 
     task, classes = predictor.task, predictor.classes
-    if task not in ("detection", "instance_segmentation", "semantic_segmentation", "classification"):
-        raise UserError(f"a {task} model cannot label a dataset here (detection, segmentation and classification can)")
+    if task not in ("detection", "instance_segmentation", "semantic_segmentation", "classification",
+                    "depth_estimation"):
+        raise UserError(f"a {task} model cannot label a dataset here (detection, segmentation, depth estimation and "
+                        "classification can)")
     if not 0.0 <= score_threshold <= 1.0:
         raise UserError("--score-thr must be in [0, 1]")
     _fresh(out)
@@ -69,6 +72,12 @@ def make_from_predictions(out: Path, photos: list[Path], predictor, score_thresh
         elif task == "semantic_segmentation":
             shutil.copyfile(path, _parent(out / "images" / name))
             atomic_write_image(out / "labels" / f"{Path(name).stem}.png", label_map_array(pred.label_map))
+        elif task == "depth_estimation":
+            from ..runtime.tasks.depth_estimation import depth_png_array
+
+            # millimetres, as `vdeploy eval`'s default --depth-scale reads them (65.535 m at most)
+            shutil.copyfile(path, _parent(out / "images" / name))
+            atomic_write_image(out / "depth" / f"{Path(name).stem}.png", depth_png_array(pred.depth_map))
         else:
             k = int(pred.probs.argmax())
             shutil.copyfile(path, _parent(out / (classes[k] if k < len(classes) else str(k)) / name))

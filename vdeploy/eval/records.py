@@ -6,6 +6,8 @@ writes, independent of any dataset (class ids are the model's own 0-based indice
     semantic_segmentation: {"image": KEY, "label_map": "labels/<n>.png"}  (relative to the file)
     embedding:             {"image": KEY, "features": base64 of little-endian float32}
     classification:        {"image": KEY, "topk": [{"class_id": i, "class_name": ..., "score": p}]}
+    depth_estimation:      {"image": KEY, "depth_map": "depth/<n>.png", "depth_scale": 0.001}  (16-bit PNG,
+                           value * depth_scale = metres, 0 = no depth; relative to the file)
 """
 from __future__ import annotations
 
@@ -26,9 +28,12 @@ def to_record(pred: Prediction, key: str, classes: list[str], side_dir: Path | N
     return get_task(pred.task).record(pred, key, classes, side_dir)
 
 
+SIDE_FILES = ("label_map", "panoptic_map", "depth_map")  # record fields that name a file beside the records
+
+
 def resolve(rec: dict, base: Path) -> dict:
     """Make a record's side-file references absolute (they are stored relative to `base`)."""
-    for key in ("label_map", "panoptic_map"):
+    for key in SIDE_FILES:
         if key in rec and not Path(rec[key]).is_absolute():
             rec = dict(rec, **{key: str(base / rec[key])})
     return rec
@@ -37,7 +42,8 @@ def resolve(rec: dict, base: Path) -> dict:
 def read_predictions(path: Path) -> list[dict]:
     """A predictions file: a JSON list of records, {"predictions": [records]}, JSON lines of
     records, or a flat COCO results list (one dict per detection with image/file_name); or a
-    folder of what `vdeploy predict` writes for maps and embeddings (<stem>.png, <stem>.npy)."""
+    folder of what `vdeploy predict` writes for maps and embeddings (<stem>.png, <stem>.npy)
+    (a PNG there is read as the dataset needs it: a label map, or a depth map in millimetres)."""
     if path.is_dir():
         return _folder_records(path)
     try:
@@ -61,13 +67,20 @@ def read_predictions(path: Path) -> list[dict]:
     return [resolve(r, path.parent) for r in records]
 
 
+# A PNG in a predictions folder says nothing of its task: it stands for a semantic label map and
+# for a depth map in millimetres (what `vdeploy predict` writes for either), and each dataset
+# reads the field it scores.
+FOLDER_DEPTH_SCALE = 1e-3
+
+
 def _folder_records(folder: Path) -> list[dict]:
-    records = [{"image": p.stem, "label_map": str(p)} for p in sorted(folder.glob("*.png"))]
+    records = [{"image": p.stem, "label_map": str(p), "depth_map": str(p), "depth_scale": FOLDER_DEPTH_SCALE}
+               for p in sorted(folder.glob("*.png"))]
     for p in sorted(folder.glob("*.npy")):
         f = np.load(p, allow_pickle=False).reshape(-1).astype("<f4")
         records.append({"image": p.stem, "features": base64.b64encode(f.tobytes()).decode("ascii")})
     if not records:
-        raise UserError(f"{folder}: no label maps (.png) or embeddings (.npy) in this folder")
+        raise UserError(f"{folder}: no label or depth maps (.png) or embeddings (.npy) in this folder")
     return records
 
 

@@ -38,7 +38,11 @@ class DatasetOptions:
     images_dir: Optional[Path] = None     # COCO: where the json's file_name entries live
     ignore_index: int = 255               # semantic: label value that is not scored
     label_transform: str = "none"         # semantic: none | cityscapes | reduce_zero_label
-    split: Optional[str] = None           # semantic: the split sub-folder of an mmseg layout (default val)
+    split: Optional[str] = None           # semantic, depth: the split sub-folder of an mmseg layout
+    min_depth: float = 1e-3               # depth: ground truth scored where min_depth < gt < max_depth (metres),
+    max_depth: float = 10.0               #   mmseg's NYU config
+    depth_crop: str = "auto"              # depth: none | nyu | auto (nyu for the NYU layout, else none)
+    depth_scale: float = 1e-3             # depth: metres per unit of the ground-truth PNGs (1e-3: millimetres)
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class DatasetFormat:
 
 
 FORMATS: Registry[DatasetFormat] = Registry("dataset format")
-_MODULES = ("coco", "coco_panoptic", "market1501", "semantic", "imagefolder")  # each registers one format
+_MODULES = ("coco", "coco_panoptic", "market1501", "semantic", "depth", "imagefolder")  # each registers one format
 
 
 def _load_all() -> None:
@@ -74,8 +78,8 @@ def detect_format(spec: Path) -> str:
     if not spec.exists():
         raise UserError(f"{spec}: no such dataset file or folder")
     raise UserError(f"{spec}: cannot tell the dataset format; expected a COCO .json, a folder with images/ and "
-                    "labels/ (semantic), query/ and bounding_box_test/ (Market-1501 re-ID) or class "
-                    "sub-folders (ImageFolder); or give --format")
+                    "labels/ (semantic), images/ and depth/ (depth), query/ and bounding_box_test/ (Market-1501 "
+                    "re-ID) or class sub-folders (ImageFolder); or give --format")
 
 
 def open_dataset(spec: str | Path, fmt: Optional[str] = None, options: DatasetOptions = DatasetOptions()):
