@@ -45,11 +45,16 @@ def build(spec: str, weights: Optional[str] = None, **options):
     model = build_segmentor(kw)
     classes = None
     prov = {"source": str(spec), "framework": "mmseg"}
+    depth = kw.get("type") == "DepthEstimator"
     if weights:
-        ckpt, classes = load_weights(model, weights)
+        from .vpd_args import UNUSED_CHECKPOINT_PARTS
+
+        ckpt, classes = load_weights(model, weights, UNUSED_CHECKPOINT_PARTS if depth else ())
         prov.update(weights=str(weights), weights_sha256=ckpt.sha256)
     else:
         prov.update(weights=None, note="random initialisation")
+    if depth:  # VPD: a depth map, no classes (the checkpoint's are the scene types of its class embeddings)
+        return DeployableModel(model, spec_for(kw, []), prov, batchable=False)
     num_classes = kw["head"]["num_classes"]
     if classes is not None and len(classes) != num_classes:
         raise ConfigError(f"checkpoint lists {len(classes)} classes but the decode head has {num_classes}")

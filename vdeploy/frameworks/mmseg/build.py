@@ -20,6 +20,7 @@ from . import knet_args
 from . import query_heads_args
 from . import vit_args
 from . import san_args
+from . import vpd_args
 from .args_common import _pair, _pick, _section, _tup, act_spec, norm_spec
 from .backbone_args import _RESNETS, backbone_kwargs
 
@@ -249,27 +250,33 @@ def _shortest_edge(step: dict) -> dict:
 
 def model_kwargs(cfg: dict) -> dict:
     model = _section(cfg, "model", "")
-    if model.get("type") not in ("EncoderDecoder", "CascadeEncoderDecoder", "MultimodalEncoderDecoder"):
-        raise ConfigError(f"model type {model.get('type')!r} is not supported; "
-                          "expected 'EncoderDecoder', 'CascadeEncoderDecoder' or 'MultimodalEncoderDecoder'")
+    if model.get("type") not in ("EncoderDecoder", "CascadeEncoderDecoder", "MultimodalEncoderDecoder",
+                                 "DepthEstimator"):
+        raise ConfigError(f"model type {model.get('type')!r} is not supported; expected 'EncoderDecoder', "
+                          "'CascadeEncoderDecoder', 'MultimodalEncoderDecoder' or 'DepthEstimator'")
     pre = model.get("data_preprocessor") or cfg.get("data_preprocessor") or {}
     if "mean" not in pre or "std" not in pre:
         raise ConfigError("model.data_preprocessor needs `mean` and `std`")
     test_cfg = model.get("test_cfg") or {}
     mode = test_cfg.get("mode", "whole")
-    if mode not in ("whole", "slide"):
-        raise ConfigError(f"model.test_cfg.mode {mode!r} is not one of 'whole', 'slide'")
+    depth = model["type"] == "DepthEstimator"
+    modes = ("whole", "slide", "slide_flip") if depth else ("whole", "slide")
+    if mode not in modes:
+        raise ConfigError(f"model.test_cfg.mode {mode!r} is not one of {', '.join(map(repr, modes))}")
+    dataset = ((cfg.get("test_dataloader") or {}).get("dataset") or {}).get("type")
     if model["type"] == "MultimodalEncoderDecoder":
         image = backbone_kwargs(_section(model, "image_encoder", "model."), "model.image_encoder")
         kw = san_args.model_kwargs(model, image)
+    elif depth:  # VPD
+        kw = vpd_args.model_kwargs(model, dataset)
+        mode = vpd_args.mode_built(mode)
     else:
         kw = _encoder_decoder_kwargs(model, test_cfg)
     kw.update({"mean": [float(v) for v in pre["mean"]], "std": [float(v) for v in pre["std"]],
                "rgb": bool(pre.get("bgr_to_rgb", False)), "mode": mode,
-               "resize": resize_policy(test_pipeline(cfg)),
-               "dataset": ((cfg.get("test_dataloader") or {}).get("dataset") or {}).get("type"),
+               "resize": resize_policy(test_pipeline(cfg)), "dataset": dataset,
                "multiple_of": fa_args.multiple_of(cfg, test_pipeline(cfg), mode)})
-    if mode == "slide":
+    if mode in ("slide", "slide_flip"):
         kw["crop_size"] = _pair(test_cfg.get("crop_size"), "model.test_cfg.crop_size")
         kw["stride"] = _pair(test_cfg.get("stride"), "model.test_cfg.stride")
     return kw
@@ -305,6 +312,10 @@ def build_segmentor(kw: dict):
     from ...models.mmseg import EncoderDecoder
 
     try:
+        if kw.get("type") == "DepthEstimator":
+            if kw.get("multiple_of"):
+                raise ConfigError("a DepthEstimator with a size divisor or ResizeToMultiple is not supported")
+            return vpd_args.build(kw).eval()
         if kw.get("type") == "MultimodalEncoderDecoder":
             how, divisor = kw.get("multiple_of") or ("pad", 1)
             if how != "pad":
@@ -334,6 +345,8 @@ def dataset_classes(dataset: Optional[str], num_classes: int) -> list[str]:
 
 
 def spec_for(kw: dict, classes: list[str]) -> dict:
+    if kw.get("type") == "DepthEstimator":
+        return depth_spec(kw)
     return {
         "task": "semantic_segmentation",
         "classes": classes,
@@ -349,15 +362,37 @@ def spec_for(kw: dict, classes: list[str]) -> dict:
     }
 
 
+def depth_spec(kw: dict) -> dict:
+    """A DepthEstimator's: depth in metres at the input's size; the host resizes it to the photo
+    (bilinear, the head's align_corners), as mmseg's postprocess_result."""
+    head = kw["head"]
+    meaning = "depth in metres at the size of the input image"
+    if kw["mode"] == "slide_flip":
+        meaning += (f" (sliding {kw['crop_size'][0]}x{kw['crop_size'][1]} windows, stride "
+                    f"{kw['stride'][0]}x{kw['stride'][1]}, each averaged with its mirror)")
+    return {
+        "task": "depth_estimation",
+        "classes": [],
+        "inputs": [{"name": "images", "dtype": "float32", "layout": "NCHW", "color": "RGB" if kw["rgb"] else "BGR",
+                    "shape": [1, 3, "height", "width"]}],
+        "preprocess": {"resize": kw["resize"], "pad": {},
+                       "normalize": {"mean": kw["mean"], "std": kw["std"], "where": "graph"}},
+        "postprocess": {"type": "depth_estimation", "align_corners": head["align_corners"],
+                        "max_depth": head["max_depth"], "unit": "m"},
+        "outputs": [{"name": "depth", "shape": [1, 1, "height", "width"], "meaning": meaning}],
+    }
+
+
 # Parts of an mmseg checkpoint that inference does not use.
 _TRAINING_ONLY = ("auxiliary_head.",)
 
 
-def load_weights(model, weights: str):
+def load_weights(model, weights: str, ignore: tuple = ()):
+    """Load an mmseg checkpoint; `ignore`: further key prefixes inference never uses (VPD's)."""
     from ..checkpoint import load_checkpoint, load_into_module
 
     ckpt = load_checkpoint(weights)
-    report = load_into_module(model, ckpt.state_dict, ignore=_TRAINING_ONLY)
+    report = load_into_module(model, ckpt.state_dict, ignore=_TRAINING_ONLY + tuple(ignore))
     if report.missing or report.unexpected:
         key = (report.missing or report.unexpected)[0]
         raise CheckpointError(f"{weights}: does not fit this config: {len(report.missing)} model weights missing, "

@@ -42,6 +42,9 @@ from .stdc import STDCContextPathNet, STDCNet
 from .clip_text import CLIPTextEncoder
 from .multimodal import MultimodalEncoderDecoder
 from .san_head import SideAdapterCLIPHead
+from .ldm_autoencoder import AutoencoderKLEncoder
+from .ldm_unet import UNetModel as LdmUNetModel
+from .vpd import VPD, DepthEstimator, TextAdapter, VPDDepthHead
 
 __all__ = ["ANNHead", "APCHead", "ASPPHead", "BiSeNetV1", "BiSeNetV2", "CCHead", "DAHead", "DMHead", "DNLHead",
            "DepthwiseSeparableASPPHead", "EMAHead", "EncHead", "EncoderDecoder", "FCNHead", "FPN", "FPNHead",
@@ -55,3 +58,4 @@ __all__ += ["CGNet", "DDRHead", "DDRNet", "DepthwiseSeparableFCNHead", "ERFNet",
 __all__ += ["IterativeDecodeHead", "KernelUpdateHead", "KernelUpdator"]
 __all__ += ["Mask2FormerHead", "MaskFormerHead"]
 __all__ += ["CLIPTextEncoder", "MultimodalEncoderDecoder", "SideAdapterCLIPHead"]
+__all__ += ["AutoencoderKLEncoder", "DepthEstimator", "LdmUNetModel", "TextAdapter", "VPD", "VPDDepthHead"]
